@@ -1,0 +1,3 @@
+//! Sentinel: an OpenAI-compatible LLM gateway.
+pub mod openai;
+pub mod tasks;
