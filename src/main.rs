@@ -1,1 +1,44 @@
-fn main() {}
+//! The `sentinel` binary: parse the command line and dispatch. `anyhow` lives here only.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sentinel::cli::{self, Cli, Command};
+use sentinel::config::ProcessEnv;
+use sentinel::telemetry::{self, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = ProcessEnv;
+    telemetry::init_tracing(LogFormat::from_env(&env), &env);
+    match run(cli, env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Errors go to stderr once, with their full chain.
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<()> {
+    if let Command::CheckConfig { config } = &cli.command {
+        return Ok(cli::check_config::run(
+            config,
+            &env,
+            &mut std::io::stdout().lock(),
+        )?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => cli::serve::run(&config, &env).await?,
+            Command::MockProvider(args) => cli::mock_provider::run(args).await?,
+            Command::CheckConfig { .. } => {}
+        }
+        Ok(())
+    })
+}

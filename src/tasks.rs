@@ -49,7 +49,9 @@ impl Tasks {
     /// task finished in time.
     pub async fn drain(&self, deadline: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// How many tracked tasks are still running.

@@ -50,7 +50,10 @@ impl ChatRequest {
 
     /// Whether the client itself asked for the final usage chunk of a stream.
     pub fn client_wants_stream_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
 
     /// The completion-length cap the client set, under either of OpenAI's names.

@@ -25,7 +25,12 @@ impl ModelList {
             object: "list",
             data: names
                 .into_iter()
-                .map(|id| ModelObject { id: id.to_owned(), object: "model", created: 0, owned_by: "sentinel" })
+                .map(|id| ModelObject {
+                    id: id.to_owned(),
+                    object: "model",
+                    created: 0,
+                    owned_by: "sentinel",
+                })
                 .collect(),
         }
     }

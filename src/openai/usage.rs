@@ -34,7 +34,10 @@ pub struct CompletionTokensDetails {
     pub reasoning_tokens: u64,
 }
 
-#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -81,7 +84,13 @@ mod tests {
         let counts = TokenCounts::from(&usage);
         assert_eq!(
             counts,
-            TokenCounts { prompt: 100, completion: 50, cached: 40, cache_write: 0, reasoning: 20 }
+            TokenCounts {
+                prompt: 100,
+                completion: 50,
+                cached: 40,
+                cache_write: 0,
+                reasoning: 20
+            }
         );
     }
 }

@@ -1,0 +1,41 @@
+//! `POST /v1/chat/completions` and `POST /v1/embeddings`: hand the parsed request to the proxy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::context::{ParsedBody, RequestId, RequestStart};
+use crate::error::{ErrorCode, GatewayError};
+use crate::providers::Endpoint;
+use crate::proxy::{Proxy, RequestMeta};
+
+/// Chat completions, JSON or SSE.
+pub async fn chat_completions(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    forward(&proxy, Endpoint::Chat, req).await
+}
+
+/// Embeddings.
+pub async fn embeddings(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    forward(&proxy, Endpoint::Embeddings, req).await
+}
+
+async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Response {
+    let ext = req.extensions_mut();
+    let (Some(body), Some(id)) = (ext.remove::<ParsedBody>(), ext.remove::<RequestId>()) else {
+        // The stack guarantees both; a miss is a wiring bug, not the client's fault.
+        return GatewayError::new(ErrorCode::Internal, "request context missing").into_response();
+    };
+    let started = ext.get::<RequestStart>().map_or_else(Instant::now, |s| s.0);
+    proxy
+        .handle(
+            RequestMeta {
+                id,
+                started,
+                endpoint,
+            },
+            body,
+        )
+        .await
+}

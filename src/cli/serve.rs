@@ -1,0 +1,84 @@
+//! `sentinel serve`: load the config, build the state, serve until SIGTERM, drain, exit 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::CliError;
+use crate::config::{Config, EnvSource};
+use crate::mock_provider::{MockOptions, MockProvider};
+use crate::proxy::Proxy;
+use crate::server::{self, stack};
+use crate::state::AppState;
+use crate::tasks::Tasks;
+use crate::telemetry;
+
+/// How often histogram buffers are folded into the exported state.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Runs the gateway with the configuration at `path`.
+pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
+    let started = Instant::now();
+    let config = Arc::new(Config::load(path, env)?);
+    let metrics = telemetry::install_metrics(&config)?;
+    let tasks = Tasks::new();
+
+    let upkeep = metrics.clone();
+    let stop = tasks.shutdown_token();
+    tasks.spawn("metrics-upkeep", async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+
+    if let Some(addr) = config.demo.mock_provider {
+        let mock = MockProvider::start(addr, MockOptions::default(), &tasks).await?;
+        tracing::info!(addr = %mock.addr(), "demo mock provider listening ([demo] mock_provider)");
+    }
+
+    let proxy = Arc::new(Proxy::new(&config)?);
+    let state = AppState {
+        config: Arc::clone(&config),
+        proxy,
+        metrics: Some(metrics),
+        started,
+    };
+    let app = stack::app(&state);
+    let listener = server::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
+
+    let shutdown = tasks.shutdown_token();
+    let signal_token = shutdown.clone();
+    tasks.spawn("signals", async move {
+        tokio::select! {
+            () = server::shutdown_signal() => signal_token.cancel(),
+            () = signal_token.cancelled() => {}
+        }
+    });
+    let clean = server::serve(
+        listener,
+        app,
+        &tasks,
+        shutdown,
+        config.server.header_read_timeout,
+        config.server.shutdown_grace,
+    )
+    .await;
+    if !clean {
+        tracing::warn!("shutdown grace elapsed with requests still in flight; they were cut");
+    }
+    tasks.begin_shutdown();
+    if !tasks.drain(config.server.shutdown_grace).await {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "background tasks did not finish in time"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

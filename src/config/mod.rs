@@ -1,0 +1,265 @@
+//! Configuration: `config/sentinel.toml` plus `SENTINEL_<SECTION>__<KEY>` overrides, turned
+//! into a typed [`Config`] once at start-up.
+//!
+//! `raw.rs` is the file's shape (serde, unknown keys rejected), `env.rs` the overlay,
+//! `validate.rs` the step from raw strings to durations, URLs, enums and resolved secrets.
+
+pub mod env;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use url::Url;
+
+pub use env::{EnvSource, MapEnv, ProcessEnv};
+pub use raw::{ProviderKind, Strategy};
+
+/// Why a configuration was refused. Every message names the file and the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+}
+
+/// A secret that never prints: `Debug`, `Display` and `Serialize` show `*****`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("*****")
+    }
+}
+
+/// The typed, validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub providers: Vec<Arc<ProviderConfig>>,
+    pub models: Vec<ModelConfig>,
+    pub demo: DemoConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: NonZeroUsize,
+    #[serde(serialize_with = "humane")]
+    pub request_timeout: Duration,
+    #[serde(serialize_with = "humane")]
+    pub shutdown_grace: Duration,
+    #[serde(serialize_with = "humane")]
+    pub header_read_timeout: Duration,
+    #[serde(serialize_with = "humane")]
+    pub api_timeout: Duration,
+    pub max_response_bytes: NonZeroUsize,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// One local file, for a single node.
+    Embedded { path: PathBuf },
+}
+
+/// One upstream provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Includes the version path (`https://api.openai.com/v1`), without a trailing slash.
+    pub base_url: Url,
+    pub api_key: Option<Secret>,
+    /// Until the upstream's response headers.
+    #[serde(serialize_with = "humane")]
+    pub timeout: Duration,
+    /// Between two body chunks.
+    #[serde(serialize_with = "humane")]
+    pub stream_idle_timeout: Duration,
+    pub max_retries: u32,
+    pub api_version: Option<String>,
+    pub circuit_breaker: BreakerConfig,
+}
+
+/// When a provider's circuit opens and how long it stays open.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerConfig {
+    pub consecutive_failures: u32,
+    pub error_ratio: f64,
+    pub min_requests: u32,
+    #[serde(serialize_with = "humane")]
+    pub window: Duration,
+    #[serde(serialize_with = "humane")]
+    pub cooldown: Duration,
+}
+
+/// A model clients can ask for, and where it is served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub strategy: Strategy,
+    pub routes: Vec<RouteConfig>,
+    #[serde(serialize_with = "humane_opt")]
+    pub slo_p95: Option<Duration>,
+    pub context_window: Option<u32>,
+}
+
+/// One way to serve a model: a provider and its model id there.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    /// Index into [`Config::providers`].
+    #[serde(skip)]
+    pub provider: usize,
+    #[serde(rename = "provider")]
+    pub provider_name: String,
+    pub model: String,
+    pub weight: u32,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoConfig {
+    pub mock_provider: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads `path`, applies the environment overrides and validates the result.
+    pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })?;
+        env::apply_overrides(&mut table, env)?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let (key, reason) = describe_serde_error(&e);
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key,
+                    reason,
+                }
+            })?;
+        validate::validate(&raw, env).map_err(|(key, reason)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        })
+    }
+
+    /// The provider a route points at.
+    pub fn provider(&self, route: &RouteConfig) -> &Arc<ProviderConfig> {
+        &self.providers[route.provider]
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_display_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
+    let path = e.path().to_string();
+    let reason = e.inner().to_string().trim().to_owned();
+    // serde reports an unknown key at its parent; name the key itself.
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        if let Some((field, _)) = rest.split_once('`') {
+            let key = if path == "." || path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            return (
+                key,
+                format!(
+                    "unknown key (expected one of{})",
+                    rest.split_once("expected")
+                        .map_or("", |(_, x)| x)
+                        .trim_start_matches(" one of")
+                ),
+            );
+        }
+    }
+    (
+        if path == "." {
+            "(root)".to_owned()
+        } else {
+            path
+        },
+        reason,
+    )
+}
+
+fn humane<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[expect(
+    clippy::ref_option,
+    reason = "serde's serialize_with passes a reference to the field"
+)]
+fn humane_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => humane(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+use std::path::Path;
+
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_toml(
+        text,
+        Path::new("test.toml"),
+        &MapEnv::from_pairs(env.iter().copied()),
+    )
+}
+
+const MINIMAL: &str = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_API_KEY"
+
+[[models]]
+name = "gpt-4o-mini"
+routes = [{ provider = "openai", model = "gpt-4o-mini" }]
+"#;
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_secret() {
+    let cfg = load(MINIMAL, &[("OPENAI_API_KEY", "sk-test-123")]).unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(cfg.server.request_timeout, Duration::from_secs(600));
+    assert_eq!(
+        cfg.providers[0].base_url.as_str(),
+        "https://api.openai.com/v1"
+    );
+    assert_eq!(
+        cfg.providers[0].api_key.as_ref().unwrap().expose(),
+        "sk-test-123"
+    );
+    let shown = cfg.to_display_toml();
+    assert!(!shown.contains("sk-test-123"), "{shown}");
+    assert!(shown.contains("*****"), "{shown}");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml") && err.contains("server.listn"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_inside_array_entry_is_named() {
+    let text = MINIMAL
+        .replace("max_retries", "x")
+        .replace("kind = \"openai\"", "kind = \"openai\"\nretries = 1");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("providers[0].retries"), "{err}");
+}
+
+#[test]
+fn missing_secret_names_the_variable() {
+    let err = load(MINIMAL, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("providers[0].api_key_env") && err.contains("OPENAI_API_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn env_overrides_apply_and_are_validated() {
+    let cfg = load(
+        MINIMAL,
+        &[
+            ("OPENAI_API_KEY", "k"),
+            ("SENTINEL_SERVER__LISTEN", "0.0.0.0:9000"),
+            ("SENTINEL_PROVIDERS__0__MAX_RETRIES", "7"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.server.listen.port(), 9000);
+    assert_eq!(cfg.providers[0].max_retries, 7);
+    let err = load(
+        MINIMAL,
+        &[
+            ("OPENAI_API_KEY", "k"),
+            ("SENTINEL_SERVER__REQUEST_TIMEOUT", "soon"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("server.request_timeout") && err.contains("soon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_reasons() {
+    let cases = [
+        (
+            "kind = \"openai\"",
+            "kind = \"gopher\"",
+            "providers[0].kind",
+        ),
+        (
+            "https://api.openai.com/v1/",
+            "ftp://x",
+            "providers[0].base_url",
+        ),
+        (
+            "provider = \"openai\", model",
+            "provider = \"nope\", model",
+            "models[0].routes[0].provider",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let err = load(&MINIMAL.replace(from, to), &[("OPENAI_API_KEY", "k")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{to}: {err}");
+    }
+}
+
+#[test]
+fn weighted_routes_need_weights() {
+    let text = MINIMAL.replace("routes = [", "strategy = \"weighted\"\nroutes = [");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weight"), "{err}");
+}
+
+#[test]
+fn unbuilt_features_are_refused_not_ignored() {
+    for (extra, key) in [
+        ("[cache.exact]\nenabled = true\n", "cache.exact.enabled"),
+        ("[judge]\nenabled = true\n", "judge.enabled"),
+        ("[[tenants]]\nid = \"acme\"\n", "tenants"),
+        ("[store]\nbackend = \"redis\"\n", "store.backend"),
+    ] {
+        let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("not available"),
+            "{extra}: {err}"
+        );
+    }
+}
+
+#[test]
+fn azure_needs_api_version() {
+    let text = MINIMAL.replace("kind = \"openai\"", "kind = \"azure\"");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("api_version"), "{err}");
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sentinel.toml"))
+            .unwrap();
+    let cfg = load(&text, &[]).unwrap();
+    assert!(cfg.models.iter().any(|m| m.name == "demo"));
+    assert!(cfg.demo.mock_provider.is_some());
+}

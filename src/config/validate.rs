@@ -1,0 +1,339 @@
+//! Raw → typed: parse durations, URLs and addresses, resolve secrets, check references, and
+//! refuse features that this build does not provide yet (never accept and ignore them).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use super::raw::{self, ProviderKind, RawConfig, StoreBackend, StoreBodies, Strategy};
+use super::{
+    BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig, ProviderConfig, RouteConfig, Secret,
+    ServerConfig, StoreConfig,
+};
+
+/// `(key path, reason)` of the first problem found.
+type Problem = (String, String);
+
+fn problem(key: impl Into<String>, reason: impl Into<String>) -> Problem {
+    (key.into(), reason.into())
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, Problem> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        problem(
+            key,
+            format!("`{text}` is not a duration like \"30s\" or \"1h\" ({e})"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(problem(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn non_zero(key: &str, n: u64) -> Result<NonZeroUsize, Problem> {
+    usize::try_from(n)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| problem(key, "must be a positive number"))
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, Problem> {
+    text.parse().map_err(|_| {
+        problem(
+            key,
+            format!("`{text}` is not an address like \"127.0.0.1:8000\""),
+        )
+    })
+}
+
+pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, Problem> {
+    reject_unbuilt(raw)?;
+    let server = server(&raw.server)?;
+    let store = match raw.store.backend {
+        StoreBackend::Embedded => StoreConfig::Embedded {
+            path: raw.store.path.clone().into(),
+        },
+        StoreBackend::Redis => unreachable_backend()?,
+    };
+    duration("store.timeout", &raw.store.timeout)?;
+    let providers = providers(&raw.providers, env)?;
+    let models = models(&raw.models, &providers)?;
+    let demo = DemoConfig {
+        mock_provider: match raw.demo.mock_provider.trim() {
+            "" => None,
+            addr => Some(socket_addr("demo.mock_provider", addr)?),
+        },
+    };
+    Ok(Config {
+        server,
+        store,
+        providers,
+        models,
+        demo,
+    })
+}
+
+fn unreachable_backend() -> Result<StoreConfig, Problem> {
+    Err(problem(
+        "store.backend",
+        "\"redis\" is not available in this build yet (it arrives with tenancy and limits); use \"embedded\"",
+    ))
+}
+
+/// Features the contract defines but this build does not implement yet are refused by name,
+/// so a config never silently means less than it says.
+fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
+    const LATER: &str = "is not available in this build yet";
+    let checks: [(bool, &str, &str); 10] = [
+        (
+            !raw.tenants.is_empty(),
+            "tenants",
+            "tenants, keys, limits and budgets",
+        ),
+        (
+            raw.cache.exact.enabled,
+            "cache.exact.enabled",
+            "the exact cache",
+        ),
+        (
+            raw.cache.semantic.enabled,
+            "cache.semantic.enabled",
+            "the semantic cache",
+        ),
+        (raw.judge.enabled, "judge.enabled", "the LLM judge"),
+        (raw.shield.pii.is_some(), "shield.pii", "the shield"),
+        (
+            raw.shield.injection.is_some(),
+            "shield.injection",
+            "the shield",
+        ),
+        (
+            !raw.shield.deny_terms.is_empty() || raw.shield.responses,
+            "shield.deny_terms",
+            "the shield",
+        ),
+        (
+            raw.audit.store_bodies != StoreBodies::None,
+            "audit.store_bodies",
+            "the audit log",
+        ),
+        (
+            !raw.telemetry.otlp_endpoint.trim().is_empty(),
+            "telemetry.otlp_endpoint",
+            "trace export",
+        ),
+        (!raw.pricing.is_empty(), "pricing", "cost accounting"),
+    ];
+    for (on, key, feature) in checks {
+        if on {
+            return Err(problem(
+                key,
+                format!("{feature} {LATER}; remove this setting"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn server(raw: &raw::RawServer) -> Result<ServerConfig, Problem> {
+    Ok(ServerConfig {
+        listen: socket_addr("server.listen", &raw.listen)?,
+        max_body_bytes: non_zero("server.max_body_bytes", raw.max_body_bytes)?,
+        request_timeout: duration("server.request_timeout", &raw.request_timeout)?,
+        shutdown_grace: duration("server.shutdown_grace", &raw.shutdown_grace)?,
+        header_read_timeout: duration("server.header_read_timeout", &raw.header_read_timeout)?,
+        api_timeout: duration("server.api_timeout", &raw.api_timeout)?,
+        max_response_bytes: non_zero("server.max_response_bytes", raw.max_response_bytes)?,
+        cors_allowed_origins: raw.cors_allowed_origins.clone(),
+    })
+}
+
+fn providers(
+    raw: &[raw::RawProvider],
+    env: &dyn EnvSource,
+) -> Result<Vec<Arc<ProviderConfig>>, Problem> {
+    let mut seen = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let key = |field: &str| format!("providers[{i}].{field}");
+            if p.name.trim().is_empty() || !seen.insert(p.name.as_str()) {
+                return Err(problem(
+                    key("name"),
+                    format!("`{}` is empty or used twice", p.name),
+                ));
+            }
+            let base_url = base_url(&key("base_url"), &p.base_url)?;
+            let api_key = match &p.api_key_env {
+                Some(var) => Some(Secret::new(
+                    env.get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        problem(
+                            key("api_key_env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?,
+                )),
+                None => None,
+            };
+            if api_key.is_none()
+                && matches!(
+                    p.kind,
+                    ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Anthropic
+                )
+            {
+                return Err(problem(
+                    key("api_key_env"),
+                    "required for this provider kind (name the variable holding the key)",
+                ));
+            }
+            if p.kind == ProviderKind::Azure && p.api_version.as_deref().is_none_or(str::is_empty) {
+                return Err(problem(
+                    key("api_version"),
+                    "required for kind = \"azure\" (e.g. \"2024-10-21\")",
+                ));
+            }
+            if p.kind != ProviderKind::Azure && p.api_version.is_some() {
+                return Err(problem(
+                    key("api_version"),
+                    "only applies to kind = \"azure\"",
+                ));
+            }
+            let b = &p.circuit_breaker;
+            if b.consecutive_failures == 0 {
+                return Err(problem(
+                    key("circuit_breaker.consecutive_failures"),
+                    "must be at least 1",
+                ));
+            }
+            if !(b.error_ratio > 0.0 && b.error_ratio <= 1.0) {
+                return Err(problem(
+                    key("circuit_breaker.error_ratio"),
+                    "must be in (0, 1]",
+                ));
+            }
+            Ok(Arc::new(ProviderConfig {
+                name: p.name.clone(),
+                kind: p.kind,
+                base_url,
+                api_key,
+                timeout: duration(&key("timeout"), &p.timeout)?,
+                stream_idle_timeout: duration(&key("stream_idle_timeout"), &p.stream_idle_timeout)?,
+                max_retries: p.max_retries,
+                api_version: p.api_version.clone(),
+                circuit_breaker: BreakerConfig {
+                    consecutive_failures: b.consecutive_failures,
+                    error_ratio: b.error_ratio,
+                    min_requests: b.min_requests.max(1),
+                    window: duration(&key("circuit_breaker.window"), &b.window)?,
+                    cooldown: duration(&key("circuit_breaker.cooldown"), &b.cooldown)?,
+                },
+            }))
+        })
+        .collect()
+}
+
+fn base_url(key: &str, text: &str) -> Result<Url, Problem> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| problem(key, format!("`{text}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+        return Err(problem(
+            key,
+            format!("`{text}` must be an http(s) URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem(key, "must not carry a query or fragment"));
+    }
+    // Normalise so joining paths is a plain string append.
+    let mut url = url;
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+fn models(
+    raw: &[raw::RawModel],
+    providers: &[Arc<ProviderConfig>],
+) -> Result<Vec<ModelConfig>, Problem> {
+    let index: HashMap<&str, usize> = providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let mut seen = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let key = |field: &str| format!("models[{i}].{field}");
+            if m.name.trim().is_empty() || !seen.insert(m.name.as_str()) {
+                return Err(problem(
+                    key("name"),
+                    format!("`{}` is empty or used twice", m.name),
+                ));
+            }
+            if m.routes.is_empty() {
+                return Err(problem(key("routes"), "needs at least one route"));
+            }
+            let routes =
+                m.routes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| {
+                        let rkey = |field: &str| format!("models[{i}].routes[{j}].{field}");
+                        let provider = *index.get(r.provider.as_str()).ok_or_else(|| {
+                            problem(
+                                rkey("provider"),
+                                format!("no provider named `{}`", r.provider),
+                            )
+                        })?;
+                        if r.model.trim().is_empty() {
+                            return Err(problem(rkey("model"), "must not be empty"));
+                        }
+                        let weight =
+                            match (m.strategy, r.weight) {
+                                (Strategy::Weighted, Some(0) | None) => return Err(problem(
+                                    rkey("weight"),
+                                    "strategy \"weighted\" needs a positive weight on every route",
+                                )),
+                                (Strategy::Weighted, Some(w)) => w,
+                                (_, Some(_)) => {
+                                    return Err(problem(
+                                        rkey("weight"),
+                                        "only applies to strategy = \"weighted\"",
+                                    ))
+                                }
+                                (_, None) => 1,
+                            };
+                        Ok(RouteConfig {
+                            provider,
+                            provider_name: r.provider.clone(),
+                            model: r.model.clone(),
+                            weight,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            let slo_p95 = match (&m.slo_p95, m.strategy) {
+                (Some(text), Strategy::Latency) => Some(duration(&key("slo_p95"), text)?),
+                (Some(_), _) => {
+                    return Err(problem(
+                        key("slo_p95"),
+                        "only applies to strategy = \"latency\"",
+                    ))
+                }
+                (None, _) => None,
+            };
+            Ok(ModelConfig {
+                name: m.name.clone(),
+                strategy: m.strategy,
+                routes,
+                slo_p95,
+                context_window: m.context_window,
+            })
+        })
+        .collect()
+}

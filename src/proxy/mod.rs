@@ -1,0 +1,456 @@
+//! The leaf of the proxy path: choose a route, call the provider with retries and fallbacks,
+//! and answer in OpenAI's shape.
+//!
+//! Retries (exponential backoff with jitter, honouring `retry-after`) cover connect errors,
+//! timeouts, 429 and 5xx, bounded by the provider's `max_retries` and the request deadline.
+//! When a route is exhausted the plan's next route is the fallback. A stream is never retried
+//! once its head has been returned, because the client may already have tokens. Client errors
+//! (4xx other than 429) are the provider's verdict on the request: passed through, no retry.
+
+mod attempt;
+pub mod breaker;
+pub mod provider;
+pub mod record;
+pub mod route;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+use self::attempt::AttemptError;
+use self::breaker::Health;
+use self::provider::ProviderRuntime;
+use self::record::{Completion, InflightGuard};
+use self::route::{LatencyTracker, ModelRoutes, Route};
+use self::stream::ProxyStream;
+use crate::config::{Config, ProviderKind};
+use crate::context::{ApiRequest, ParsedBody, RequestId};
+use crate::error::{error_body, ErrorCode, GatewayError};
+use crate::openai::usage::Usage;
+use crate::providers::{self, anthropic, Endpoint, TargetError};
+use crate::telemetry::names;
+
+/// `x-sentinel-provider`: the provider that answered.
+pub static X_SENTINEL_PROVIDER: HeaderName = HeaderName::from_static("x-sentinel-provider");
+/// `x-sentinel-overhead-ms`: time in the gateway, upstream time excluded.
+pub static X_SENTINEL_OVERHEAD_MS: HeaderName = HeaderName::from_static("x-sentinel-overhead-ms");
+/// `x-sentinel-cache`: how the cache answered.
+pub static X_SENTINEL_CACHE: HeaderName = HeaderName::from_static("x-sentinel-cache");
+
+/// Routes, providers and the pooled upstream client.
+#[derive(Debug)]
+pub struct Proxy {
+    models: HashMap<Arc<str>, ModelRoutes>,
+    providers: Vec<Arc<ProviderRuntime>>,
+    client: reqwest::Client,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyInitError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(String),
+}
+
+/// Who is asking, and since when.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub id: RequestId,
+    pub started: Instant,
+    pub endpoint: Endpoint,
+}
+
+/// Minimal view of a non-streaming answer: just its usage.
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+impl Proxy {
+    /// Builds the runtime routes and the upstream client from `config`.
+    pub fn new(config: &Config) -> Result<Self, ProxyInitError> {
+        let providers: Vec<Arc<ProviderRuntime>> = config
+            .providers
+            .iter()
+            .map(|p| Arc::new(ProviderRuntime::new(Arc::clone(p))))
+            .collect();
+        let mut models = HashMap::new();
+        for m in &config.models {
+            let mut routes = Vec::with_capacity(m.routes.len());
+            for r in &m.routes {
+                let provider = Arc::clone(&providers[r.provider]);
+                let chat = providers::target(&provider.config, &r.model, Endpoint::Chat)?
+                    .ok_or_else(|| {
+                        ProxyInitError::Client(format!(
+                            "provider {} has no chat endpoint",
+                            provider.name
+                        ))
+                    })?;
+                let embeddings =
+                    providers::target(&provider.config, &r.model, Endpoint::Embeddings)?;
+                routes.push(Route {
+                    provider,
+                    model: Arc::from(r.model.as_str()),
+                    weight: r.weight,
+                    chat,
+                    embeddings,
+                    latency: LatencyTracker::default(),
+                });
+            }
+            let routes = ModelRoutes::new(m, routes);
+            models.insert(Arc::clone(&routes.name), routes);
+        }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10))
+            .http2_adaptive_window(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProxyInitError::Client(e.to_string()))?;
+        Ok(Self {
+            models,
+            providers,
+            client,
+            request_timeout: config.server.request_timeout,
+            max_response_bytes: config.server.max_response_bytes.get(),
+        })
+    }
+
+    /// Client-facing model names, sorted.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.models.keys().map(AsRef::as_ref).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The providers, for health reporting.
+    pub fn providers(&self) -> &[Arc<ProviderRuntime>] {
+        &self.providers
+    }
+
+    /// Proxies one parsed request and answers.
+    pub async fn handle(&self, meta: RequestMeta, body: ParsedBody) -> Response {
+        let Some(model) = self.models.get(body.api.model()) else {
+            let err = GatewayError::new(
+                ErrorCode::ModelNotFound,
+                format!("the model `{}` does not exist", body.api.model()),
+            )
+            .with_param("model");
+            record::record_rejected(
+                meta.endpoint,
+                "unknown",
+                err.code.status().as_u16(),
+                meta.started,
+            );
+            return err.into_response();
+        };
+        let inflight = InflightGuard::new();
+        let deadline = meta.started + self.request_timeout;
+        let mut call = Call {
+            proxy: self,
+            meta,
+            model,
+            body,
+            upstream_time: Duration::ZERO,
+            inflight: Some(inflight),
+        };
+        match call.run(deadline).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                record::record_rejected(
+                    call.meta.endpoint,
+                    &model.name,
+                    err.code.status().as_u16(),
+                    call.meta.started,
+                );
+                err.into_response()
+            }
+        }
+    }
+}
+
+/// One request's walk through its plan.
+struct Call<'a> {
+    proxy: &'a Proxy,
+    meta: RequestMeta,
+    model: &'a ModelRoutes,
+    body: ParsedBody,
+    /// Time spent waiting on providers (attempts and backoff), excluded from the overhead.
+    upstream_time: Duration,
+    inflight: Option<InflightGuard>,
+}
+
+impl Call<'_> {
+    async fn run(&mut self, deadline: Instant) -> Result<Response, GatewayError> {
+        let client_wants_usage = match &self.body.api {
+            ApiRequest::Chat(c) => c.client_wants_stream_usage(),
+            ApiRequest::Embeddings(_) => false,
+        };
+        let mut last: Option<AttemptError> = None;
+        for idx in self.model.plan() {
+            let route = &self.model.routes[idx];
+            let Some(target) = (match self.meta.endpoint {
+                Endpoint::Chat => Some(&route.chat),
+                Endpoint::Embeddings => route.embeddings.as_ref(),
+            }) else {
+                last.get_or_insert(AttemptError::Protocol("no embeddings endpoint".into()));
+                continue;
+            };
+            let upstream_body = self.upstream_body(route, client_wants_usage)?;
+            let provider = &route.provider;
+            for attempt in 0..=provider.config.max_retries {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(timeout_error());
+                }
+                let Some(permit) = provider.breaker.try_acquire(now) else {
+                    count_error(provider, &AttemptError::CircuitOpen);
+                    last = Some(AttemptError::CircuitOpen);
+                    break;
+                };
+                let head_timeout = provider.config.timeout.min(deadline - now);
+                let in_flight = route.latency.start();
+                let result = attempt::send(
+                    &self.proxy.client,
+                    target,
+                    None,
+                    upstream_body.clone(),
+                    head_timeout,
+                )
+                .await;
+                let head_at = Instant::now();
+                self.upstream_time += head_at - now;
+                metrics::histogram!(names::UPSTREAM_DURATION, "provider" => provider.name.to_string(), "model" => self.model.name.to_string())
+                    .record((head_at - now).as_secs_f64());
+                let outcome = match result {
+                    Ok(resp) => self.answer(route, resp, client_wants_usage, deadline).await,
+                    Err(err) => Err(err),
+                };
+                drop(in_flight);
+                match outcome {
+                    Ok((resp, health)) => {
+                        route.latency.observe(head_at - now, head_at);
+                        permit.record(health);
+                        return Ok(resp);
+                    }
+                    Err(err) => {
+                        permit.record(err.health());
+                        count_error(provider, &err);
+                        tracing::debug!(request_id = %self.meta.id, provider = %provider.name, attempt, error = %err, "upstream attempt failed");
+                        let wait = match &err {
+                            AttemptError::RateLimited {
+                                retry_after: Some(after),
+                            } => *after,
+                            _ => attempt::backoff(attempt),
+                        };
+                        let retry = err.retryable() && attempt < provider.config.max_retries;
+                        last = Some(err);
+                        if !retry {
+                            break;
+                        }
+                        if Instant::now() + wait >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep(wait).await;
+                        self.upstream_time += wait;
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(AttemptError::Timeout) => timeout_error(),
+            Some(err) => GatewayError::new(
+                ErrorCode::UpstreamError,
+                format!(
+                    "every provider for `{}` failed; last: {err}",
+                    self.model.name
+                ),
+            ),
+            None => GatewayError::new(
+                ErrorCode::UpstreamError,
+                format!("no provider could serve `{}`", self.model.name),
+            ),
+        })
+    }
+
+    fn upstream_body(
+        &mut self,
+        route: &Route,
+        client_wants_usage: bool,
+    ) -> Result<Bytes, GatewayError> {
+        let kind = route.provider.config.kind;
+        let rewritten = self.body.rewritten;
+        match &mut self.body.api {
+            ApiRequest::Chat(chat) => providers::chat_body(
+                kind,
+                chat,
+                &self.body.raw,
+                rewritten,
+                &route.model,
+                client_wants_usage,
+            ),
+            ApiRequest::Embeddings(emb) => {
+                providers::embeddings_body(kind, emb, &self.body.raw, rewritten, &route.model)
+            }
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        matches!(&self.body.api, ApiRequest::Chat(c) if c.is_stream())
+    }
+
+    /// Turns an upstream response head into the client's answer, or a retryable failure.
+    async fn answer(
+        &mut self,
+        route: &Route,
+        resp: reqwest::Response,
+        client_wants_usage: bool,
+        deadline: Instant,
+    ) -> Result<(Response, Health), AttemptError> {
+        let status = resp.status();
+        let kind = route.provider.config.kind;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(AttemptError::RateLimited {
+                retry_after: attempt::retry_after(resp.headers()),
+            });
+        }
+        if status.is_server_error() {
+            return Err(AttemptError::Status { status });
+        }
+        let idle = route.provider.config.stream_idle_timeout;
+        let max = self.proxy.max_response_bytes;
+        if !status.is_success() {
+            // The provider refused the request itself: its verdict goes back to the client.
+            let t0 = Instant::now();
+            let body = attempt::read_body(resp, max, idle, deadline).await?;
+            self.upstream_time += t0.elapsed();
+            let body = if kind == ProviderKind::Anthropic {
+                let (err_type, message) = anthropic::error_type_and_message(status.as_u16(), &body);
+                error_body(err_type, None, &message, None)
+            } else {
+                body
+            };
+            let completion = self.completion(route);
+            completion.finish(status.as_u16(), None, None);
+            return Ok((
+                json_response(status, body, &route.provider.name, self.overhead()),
+                Health::Healthy,
+            ));
+        }
+        if self.is_stream() {
+            let translator = (kind == ProviderKind::Anthropic)
+                .then(|| anthropic::StreamTranslator::new(self.body.api.model()));
+            let upstream = resp.bytes_stream().boxed();
+            let overhead = self.overhead();
+            let completion = self.completion(route);
+            let body = ProxyStream::new(
+                upstream,
+                translator,
+                !client_wants_usage,
+                idle,
+                deadline.into(),
+                completion,
+            );
+            let mut response = Response::new(Body::from_stream(body));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            common_headers(headers, &route.provider.name, overhead);
+            return Ok((response, Health::Healthy));
+        }
+        let t0 = Instant::now();
+        let body = attempt::read_body(resp, max, idle, deadline).await?;
+        self.upstream_time += t0.elapsed();
+        let (body, usage) = if kind == ProviderKind::Anthropic {
+            let completion = anthropic::from_messages_response(&body, self.body.api.model())
+                .map_err(|e| AttemptError::Protocol(e.to_string()))?;
+            let usage = completion.usage.clone();
+            let bytes = serde_json::to_vec(&completion)
+                .map_err(|e| AttemptError::Protocol(e.to_string()))?;
+            (Bytes::from(bytes), usage)
+        } else {
+            let usage = serde_json::from_slice::<UsageOnly>(&body)
+                .map_err(|e| AttemptError::Protocol(e.to_string()))?
+                .usage;
+            (body, usage)
+        };
+        let overhead = self.overhead();
+        let completion = self.completion(route);
+        completion.finish(200, usage.as_ref(), None);
+        Ok((
+            json_response(StatusCode::OK, body, &route.provider.name, overhead),
+            Health::Healthy,
+        ))
+    }
+
+    fn overhead(&self) -> Duration {
+        self.meta
+            .started
+            .elapsed()
+            .saturating_sub(self.upstream_time)
+    }
+
+    fn completion(&mut self, route: &Route) -> Completion {
+        Completion {
+            started: self.meta.started,
+            endpoint: self.meta.endpoint,
+            model: Arc::clone(&self.model.name),
+            provider: Arc::clone(&route.provider.name),
+            stream: self.is_stream(),
+            overhead: self.overhead(),
+            inflight: self.inflight.take().unwrap_or_default(),
+        }
+    }
+}
+
+fn timeout_error() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::UpstreamTimeout,
+        "the provider did not answer before the request deadline",
+    )
+}
+
+fn count_error(provider: &ProviderRuntime, err: &AttemptError) {
+    metrics::counter!(names::UPSTREAM_ERRORS, "provider" => provider.name.to_string(), "kind" => err.kind()).increment(1);
+}
+
+fn json_response(status: StatusCode, body: Bytes, provider: &str, overhead: Duration) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    common_headers(headers, provider, overhead);
+    response
+}
+
+fn common_headers(headers: &mut http::HeaderMap, provider: &str, overhead: Duration) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        headers.insert(X_SENTINEL_PROVIDER.clone(), v);
+    }
+    let ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
+    if let Ok(v) = HeaderValue::from_str(&ms) {
+        headers.insert(X_SENTINEL_OVERHEAD_MS.clone(), v);
+    }
+    headers.insert(X_SENTINEL_CACHE.clone(), HeaderValue::from_static("miss"));
+}

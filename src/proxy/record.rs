@@ -1,0 +1,112 @@
+//! The end of a proxied request: the one place its outcome is recorded.
+//!
+//! Both paths end here: a non-streaming answer when its body is read, a stream when it ends,
+//! breaks, or its client goes away (status 499). Metrics are emitted here; cost, usage rollups
+//! and the audit record hang off the same [`Completion::finish`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::openai::usage::{TokenCounts, Usage};
+use crate::providers::Endpoint;
+use crate::telemetry::{names, NO_TENANT};
+
+/// Counts a proxied request in `sentinel_inflight_requests` until dropped.
+#[derive(Debug)]
+pub struct InflightGuard(());
+
+impl InflightGuard {
+    /// Counts one more request in flight.
+    pub fn new() -> Self {
+        metrics::gauge!(names::INFLIGHT).increment(1.0);
+        Self(())
+    }
+}
+
+impl Default for InflightGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(names::INFLIGHT).decrement(1.0);
+    }
+}
+
+/// Status recorded for a stream whose client went away.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// A proxied request whose outcome is still to be recorded.
+#[derive(Debug)]
+pub struct Completion {
+    pub started: Instant,
+    pub endpoint: Endpoint,
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
+    pub stream: bool,
+    /// Time spent in the gateway until the response head, upstream time excluded.
+    pub overhead: Duration,
+    pub inflight: InflightGuard,
+}
+
+impl Completion {
+    /// Records the outcome. `first_token` is the instant the first streamed token went by.
+    pub fn finish(self, status: u16, usage: Option<&Usage>, first_token: Option<Instant>) {
+        let model = self.model.to_string();
+        let status_label = status_label(status);
+        metrics::counter!(names::REQUESTS_TOTAL,
+            "tenant" => NO_TENANT, "model" => model.clone(), "provider" => self.provider.to_string(),
+            "status" => status_label, "cache" => "miss")
+        .increment(1);
+        metrics::histogram!(names::REQUEST_DURATION, "tenant" => NO_TENANT, "model" => model.clone(), "cache" => "miss")
+            .record(self.started.elapsed().as_secs_f64());
+        metrics::histogram!(names::OVERHEAD, "route" => self.endpoint.path())
+            .record(self.overhead.as_secs_f64());
+        if let Some(at) = first_token {
+            metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "model" => model.clone())
+                .record(at.saturating_duration_since(self.started).as_secs_f64());
+        }
+        if let Some(usage) = usage {
+            let counts = TokenCounts::from(usage);
+            metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => model.clone(), "kind" => "prompt")
+                .increment(counts.prompt);
+            metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => model, "kind" => "completion")
+                .increment(counts.completion);
+        }
+    }
+}
+
+/// Records a request that ended before reaching a provider (bad body, unknown model, ...).
+pub fn record_rejected(endpoint: Endpoint, model: &str, status: u16, started: Instant) {
+    metrics::counter!(names::REQUESTS_TOTAL,
+        "tenant" => NO_TENANT, "model" => model.to_owned(), "provider" => "none",
+        "status" => status_label(status), "cache" => "miss")
+    .increment(1);
+    metrics::histogram!(names::OVERHEAD, "route" => endpoint.path())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Static label strings for the statuses the gateway produces; others are grouped by class.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        201..=299 => "2xx",
+        402 | 405..=407 | 409..=412 | 414..=421 | 423..=428 | 430..=498 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,136 @@
+//! THE tower stack: every layer of the request path, assembled in one place.
+//!
+//! Outermost first, for every route:
+//! 1. `SetSensitiveRequestHeaders` — marks `authorization` and `x-api-key` so no log or debug
+//!    output prints them.
+//! 2. `RequestIdLayer` — inserts [`RequestId`] and [`RequestStart`]; echoes `x-request-id` on
+//!    every response, errors included.
+//! 3. `CorsLayer` — only when `server.cors_allowed_origins` lists origins (off by default).
+//!
+//! Proxy routes (`/v1/chat/completions`, `/v1/embeddings`), then:
+//! 4. `ParseBodyLayer` — reads the body once within `server.max_body_bytes` (413 otherwise),
+//!    parses it once, inserts [`ParsedBody`] (400 `invalid_body` on bad JSON).
+//!    Tenancy (auth before parsing; limits, budgets, allow-list after), shield and cache slot
+//!    in here as the later capabilities land, each reading `ParsedBody`.
+//! 5. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
+//!    `ParsedBody`, `RequestId`, `RequestStart`; records the outcome once per request.
+//!
+//! Other routes (`/v1/models`, health, metrics), then:
+//! 4. `api_timeout` — `server.api_timeout`, 504 `timeout` when exceeded. (Proxy routes carry
+//!    the request deadline into the upstream call and the stream body instead.)
+//!
+//! Unknown paths answer 404 and wrong methods 405, both in OpenAI's error shape.
+//!
+//! [`RequestId`]: crate::context::RequestId
+//! [`RequestStart`]: crate::context::RequestStart
+//! [`ParsedBody`]: crate::context::ParsedBody
+//! [`Proxy::handle`]: crate::proxy::Proxy::handle
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::{header, HeaderName, HeaderValue, Method};
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use super::routes;
+use crate::api::{self, health::HealthState};
+use crate::error::{ErrorCode, GatewayError};
+use crate::middleware::parse::{BodyKind, ParseBodyLayer};
+use crate::middleware::request_id::RequestIdLayer;
+use crate::middleware::timeout::api_timeout;
+use crate::state::AppState;
+
+/// Builds the whole application.
+pub fn app(state: &AppState) -> Router {
+    let server = &state.config.server;
+    let limit = server.max_body_bytes.get();
+
+    let proxy_routes = Router::new()
+        .route(
+            routes::CHAT_COMPLETIONS,
+            post(api::proxy::chat_completions).layer(ParseBodyLayer::new(BodyKind::Chat, limit)),
+        )
+        .route(
+            routes::EMBEDDINGS,
+            post(api::proxy::embeddings).layer(ParseBodyLayer::new(BodyKind::Embeddings, limit)),
+        )
+        .with_state(Arc::clone(&state.proxy));
+
+    let health = HealthState {
+        proxy: Arc::clone(&state.proxy),
+        started: state.started,
+    };
+    let timeout = server.api_timeout;
+    let api_routes = Router::new()
+        .route(routes::MODELS, get(api::models::list))
+        .with_state(Arc::clone(&state.proxy))
+        .merge(
+            Router::new()
+                .route("/health", get(api::health::detail))
+                .route("/health/live", get(api::health::live))
+                .route("/health/ready", get(api::health::ready))
+                .with_state(health),
+        )
+        .merge(
+            Router::new()
+                .route("/metrics", get(api::metrics::render))
+                .route("/metrics/prometheus", get(api::metrics::render))
+                .with_state(state.metrics.clone()),
+        )
+        .layer(axum::middleware::from_fn(move |req, next| {
+            api_timeout(timeout, req, next)
+        }));
+
+    let cors = cors(&server.cors_allowed_origins);
+    Router::new()
+        .merge(proxy_routes)
+        .merge(api_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    HeaderName::from_static("x-api-key"),
+                ]))
+                .layer(RequestIdLayer)
+                .option_layer(cors),
+        )
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+            ]),
+    )
+}
+
+async fn not_found() -> Response {
+    GatewayError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    GatewayError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not accept that method",
+    )
+    .into_response()
+}

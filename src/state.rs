@@ -1,0 +1,19 @@
+//! Shared handles built once at start-up. Immutable; each owner handles its own concurrency,
+//! and each layer or handler receives only the handles it uses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+
+/// Everything the routes need.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub proxy: Arc<Proxy>,
+    pub metrics: Option<PrometheusHandle>,
+    pub started: Instant,
+}

@@ -1,0 +1,160 @@
+//! Logs and metrics set-up, and every metric name in one place.
+//!
+//! Logs are structured `tracing` events on stderr, JSON when `SENTINEL_LOG_FORMAT=json`.
+//! Metrics go to a Prometheus recorder rendered at `/metrics`. Label values are always
+//! configured names or bounded enums, never free user input.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, EnvSource};
+
+/// Metric names (SPEC section 4), prefixed `sentinel_`.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "sentinel_requests_total";
+    pub const REQUEST_DURATION: &str = "sentinel_request_duration_seconds";
+    pub const OVERHEAD: &str = "sentinel_overhead_seconds";
+    pub const UPSTREAM_DURATION: &str = "sentinel_upstream_duration_seconds";
+    pub const TIME_TO_FIRST_TOKEN: &str = "sentinel_time_to_first_token_seconds";
+    pub const UPSTREAM_ERRORS: &str = "sentinel_upstream_errors_total";
+    pub const INFLIGHT: &str = "sentinel_inflight_requests";
+    pub const CIRCUIT_STATE: &str = "sentinel_circuit_state";
+    pub const TOKENS_TOTAL: &str = "sentinel_tokens_total";
+}
+
+/// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
+    "connect",
+    "timeout",
+    "status_429",
+    "status_5xx",
+    "body",
+    "protocol",
+    "circuit_open",
+];
+
+/// Label value used before tenancy exists or when no tenant is known.
+pub const NO_TENANT: &str = "none";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `SENTINEL_LOG_FORMAT=json` selects JSON.
+    pub fn from_env(env: &dyn EnvSource) -> Self {
+        match env.get("SENTINEL_LOG_FORMAT").as_deref().map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("json") => Self::Json,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (stderr). The filter comes from `SENTINEL_LOG` or
+/// `RUST_LOG`, default `info`.
+pub fn init_tracing(format: LogFormat, env: &dyn EnvSource) {
+    let filter = env
+        .get("SENTINEL_LOG")
+        .or_else(|| env.get("RUST_LOG"))
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // A subscriber already set (tests, embedding) is fine: keep it.
+    drop(result);
+}
+
+/// Latency buckets in seconds: fine below 10 ms (gateway overhead), coarse up to minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Why metrics could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct MetricsError(String);
+
+/// Installs the global Prometheus recorder and registers every family at zero.
+pub fn install_metrics(config: &Config) -> Result<PrometheusHandle, MetricsError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| MetricsError(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| MetricsError(e.to_string()))?;
+    describe();
+    register_at_zero(config);
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        names::REQUESTS_TOTAL,
+        "Requests answered, by tenant, model, provider, status and cache result."
+    );
+    describe_histogram!(
+        names::REQUEST_DURATION,
+        Unit::Seconds,
+        "Whole request latency, streams until their end."
+    );
+    describe_histogram!(
+        names::OVERHEAD,
+        Unit::Seconds,
+        "Time spent in Sentinel itself, upstream time excluded."
+    );
+    describe_histogram!(
+        names::UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Upstream attempt latency until the response head."
+    );
+    describe_histogram!(
+        names::TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Time from request to the first streamed token."
+    );
+    describe_counter!(
+        names::UPSTREAM_ERRORS,
+        "Failed upstream attempts, by provider and kind."
+    );
+    describe_gauge!(
+        names::INFLIGHT,
+        "Proxied requests in progress, streams included."
+    );
+    describe_gauge!(
+        names::CIRCUIT_STATE,
+        "Circuit breaker per provider: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        names::TOKENS_TOTAL,
+        "Tokens metered, by tenant, model and kind."
+    );
+}
+
+fn register_at_zero(config: &Config) {
+    metrics::gauge!(names::INFLIGHT).set(0.0);
+    for provider in &config.providers {
+        metrics::gauge!(names::CIRCUIT_STATE, "provider" => provider.name.clone()).set(0.0);
+        for kind in UPSTREAM_ERROR_KINDS {
+            metrics::counter!(names::UPSTREAM_ERRORS, "provider" => provider.name.clone(), "kind" => kind).increment(0);
+        }
+    }
+}
