@@ -135,10 +135,9 @@ impl SseObserver {
         if self.first_token_at.is_none() && has_token(data) {
             self.first_token_at = Some(Instant::now());
         }
-        if data.starts_with(b"{\"error\"")
-            || memmem::find(data, b"\"error\":{").is_some() && !data.starts_with(b"{\"id\"")
-        {
+        if data.starts_with(b"{\"error\"") {
             self.saw_error = true;
+            return false;
         }
         if memmem::find(data, b"\"usage\"").is_none() {
             return false;

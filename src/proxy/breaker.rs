@@ -97,6 +97,23 @@ impl CircuitBreaker {
         CircuitState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Whether the breaker would refuse a request now: open and still cooling down, or
+    /// half-open with its probe out. A circuit whose cool-down has passed is not refusing: the
+    /// next request is its probe, so routing must not move it behind working fallbacks.
+    pub fn is_refusing(&self, now: Instant) -> bool {
+        match self.state() {
+            CircuitState::Closed => false,
+            CircuitState::HalfOpen => self.probe_in_flight.load(Ordering::Acquire),
+            CircuitState::Open => !self.cooled_down(now),
+        }
+    }
+
+    fn cooled_down(&self, now: Instant) -> bool {
+        self.ms(now)
+            .saturating_sub(self.opened_at_ms.load(Ordering::Acquire))
+            >= u64::try_from(self.config.cooldown.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn ms(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
@@ -251,7 +268,9 @@ mod tests {
         fail(&b, t0);
         assert_eq!(b.state(), CircuitState::Open);
         assert!(b.try_acquire(t0).is_none(), "open circuit refuses");
+        assert!(b.is_refusing(t0));
         let later = t0 + Duration::from_millis(150);
+        assert!(!b.is_refusing(later), "cooled down: ready for its probe");
         let probe = b.try_acquire(later).expect("probe after cooldown");
         assert_eq!(b.state(), CircuitState::HalfOpen);
         assert!(b.try_acquire(later).is_none(), "one probe at a time");

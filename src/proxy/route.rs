@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::breaker::CircuitState;
 use super::provider::ProviderRuntime;
 use crate::config::{ModelConfig, Strategy};
 use crate::providers::UpstreamTarget;
@@ -66,8 +65,10 @@ impl ModelRoutes {
                 Strategy::Latency => order = self.latency_order(),
             }
         }
-        // Open circuits last, keeping the strategy's order otherwise.
-        order.sort_by_key(|&i| self.routes[i].provider.breaker.state() == CircuitState::Open);
+        // Circuits refusing traffic go last, keeping the strategy's order otherwise; a circuit
+        // whose cool-down has passed keeps its place so that its probe is actually sent.
+        let now = Instant::now();
+        order.sort_by_key(|&i| self.routes[i].provider.breaker.is_refusing(now));
         order
     }
 
@@ -222,6 +223,87 @@ impl LatencyTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
+    use crate::providers::{target, Endpoint};
+
+    fn routes(strategy: Strategy, weights: &[u32]) -> ModelRoutes {
+        let routes = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| {
+                let config = Arc::new(ProviderConfig {
+                    name: format!("p{i}"),
+                    kind: ProviderKind::OpenaiCompatible,
+                    base_url: url::Url::parse("http://127.0.0.1:1/v1").unwrap(),
+                    api_key: None,
+                    timeout: Duration::from_secs(1),
+                    stream_idle_timeout: Duration::from_secs(1),
+                    max_retries: 0,
+                    api_version: None,
+                    circuit_breaker: BreakerConfig {
+                        consecutive_failures: 1,
+                        error_ratio: 1.0,
+                        min_requests: 1,
+                        window: Duration::from_secs(60),
+                        cooldown: Duration::from_secs(60),
+                    },
+                });
+                let chat = target(&config, "m", Endpoint::Chat).unwrap().unwrap();
+                Route {
+                    provider: Arc::new(ProviderRuntime::new(config)),
+                    model: Arc::from("m"),
+                    weight,
+                    chat,
+                    embeddings: None,
+                    latency: LatencyTracker::default(),
+                }
+            })
+            .collect();
+        ModelRoutes {
+            name: Arc::from("m"),
+            strategy,
+            slo_p95: None,
+            context_window: None,
+            routes,
+        }
+    }
+
+    #[test]
+    fn ordered_keeps_order_and_puts_open_circuits_last() {
+        let m = routes(Strategy::Ordered, &[1, 1, 1]);
+        assert_eq!(m.plan(), [0, 1, 2]);
+        m.routes[0]
+            .provider
+            .breaker
+            .try_acquire(Instant::now())
+            .unwrap()
+            .record(super::super::breaker::Health::Failed);
+        assert_eq!(m.plan(), [1, 2, 0]);
+    }
+
+    #[test]
+    fn weighted_draws_in_proportion() {
+        let m = routes(Strategy::Weighted, &[1, 3]);
+        let firsts = (0..4000).filter(|_| m.plan()[0] == 1).count();
+        assert!(
+            (2700..3300).contains(&firsts),
+            "{firsts} of 4000 should be about 3000"
+        );
+        assert_eq!(m.plan().len(), 2, "the other route stays as the fallback");
+    }
+
+    #[test]
+    fn latency_strategy_prefers_the_faster_route_and_the_slo() {
+        let mut m = routes(Strategy::Latency, &[1, 1]);
+        let now = Instant::now();
+        for _ in 0..20 {
+            m.routes[0].latency.observe(Duration::from_millis(500), now);
+            m.routes[1].latency.observe(Duration::from_millis(20), now);
+        }
+        assert_eq!(m.plan(), [1, 0]);
+        m.slo_p95 = Some(Duration::from_millis(100));
+        assert_eq!(m.plan(), [1, 0], "the SLO-breaking route goes last");
+    }
 
     #[test]
     fn p95_needs_samples_and_reports_the_tail() {
@@ -238,6 +320,19 @@ mod tests {
             );
         }
         assert_eq!(t.p95(), Some(Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn latency_cost_prefers_the_faster_route() {
+        let fast = LatencyTracker::default();
+        let slow = LatencyTracker::default();
+        let now = Instant::now();
+        for _ in 0..20 {
+            fast.observe(Duration::from_millis(10), now);
+            slow.observe(Duration::from_millis(200), now);
+        }
+        assert!(fast.cost(now) < slow.cost(now));
+        assert_eq!(slow.p95(), Some(Duration::from_millis(200)));
     }
 
     #[test]

@@ -90,6 +90,15 @@ impl ProxyStream {
                 Ok(rest) => tail.extend_from_slice(&self.observer.observe(rest)),
                 Err(err) => {
                     let owed = self.observer.finish();
+                    if self.observer.saw_error() {
+                        // The provider's own error event already went to the client.
+                        self.finish(502);
+                        return if owed.is_empty() {
+                            Poll::Ready(None)
+                        } else {
+                            Poll::Ready(Some(Ok(owed)))
+                        };
+                    }
                     return self.fail(
                         ErrorCode::UpstreamError,
                         &format!("the provider's stream broke off: {err}"),
