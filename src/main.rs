@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+// glibc malloc hands memory back to the kernel and re-faults it under request churn; mimalloc
+// keeps per-thread pages warm (see ../shared/notes/performance-lessons.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use sentinel::cli::{self, Cli, Command};
 use sentinel::config::ProcessEnv;

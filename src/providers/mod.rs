@@ -39,7 +39,8 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
     pub kind: ProviderKind,
-    pub url: reqwest::Url,
+    /// Parsed once here; cloning a `Uri` is a reference-count bump.
+    pub uri: http::Uri,
     pub headers: HeaderMap,
 }
 
@@ -91,8 +92,9 @@ pub fn target(
         (ProviderKind::Anthropic, Endpoint::Chat) => "/messages".to_owned(),
         (ProviderKind::Anthropic, Endpoint::Embeddings) => return Ok(None),
     };
-    let url =
-        reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| err(format!("bad URL: {e}")))?;
+    let uri: http::Uri = format!("{base}{path}")
+        .parse()
+        .map_err(|e| err(format!("bad URL: {e}")))?;
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -123,7 +125,7 @@ pub fn target(
     }
     Ok(Some(UpstreamTarget {
         kind: provider.kind,
-        url,
+        uri,
         headers,
     }))
 }
@@ -278,7 +280,7 @@ mod tests {
         let p = ProviderConfig {
             name: "az".into(),
             kind: ProviderKind::Azure,
-            base_url: reqwest::Url::parse("https://x.openai.azure.com/openai").unwrap(),
+            base_url: url::Url::parse("https://x.openai.azure.com/openai").unwrap(),
             api_key: Some(crate::config::Secret::new("secret")),
             timeout: std::time::Duration::from_secs(1),
             stream_idle_timeout: std::time::Duration::from_secs(1),
@@ -293,7 +295,7 @@ mod tests {
             },
         };
         let t = target(&p, "gpt4o", Endpoint::Chat).unwrap().unwrap();
-        assert_eq!(t.url.as_str(), "https://x.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21");
+        assert_eq!(t.uri.to_string(), "https://x.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21");
         assert!(t.headers["api-key"].is_sensitive());
         assert!(t.headers.get("authorization").is_none());
     }

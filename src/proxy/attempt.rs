@@ -5,6 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::breaker::Health;
 use crate::providers::UpstreamTarget;
@@ -61,54 +67,81 @@ impl AttemptError {
     }
 }
 
+/// The pooled upstream HTTP client: HTTP/1.1 keep-alive, HTTP/2 where TLS negotiates it,
+/// rustls with the platform's trust store, `TCP_NODELAY` on every connection.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the upstream client.
+pub fn client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = HttpsConnectorBuilder::new()
+        .with_platform_verifier()
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
 /// Sends `body` to `target`, waiting at most `head_timeout` for the response head.
 pub async fn send(
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     target: &UpstreamTarget,
-    extra_headers: Option<&http::HeaderMap>,
     body: Bytes,
     head_timeout: Duration,
-) -> Result<reqwest::Response, AttemptError> {
-    let mut req = client
-        .post(target.url.clone())
-        .headers(target.headers.clone())
-        .body(body);
-    if let Some(extra) = extra_headers {
-        req = req.headers(extra.clone());
-    }
-    match tokio::time::timeout(head_timeout, req.send()).await {
+) -> Result<http::Response<Incoming>, AttemptError> {
+    let mut req = http::Request::new(Full::new(body));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = target.uri.clone();
+    *req.headers_mut() = target.headers.clone();
+    match tokio::time::timeout(head_timeout, client.request(req)).await {
         Err(_) => Err(AttemptError::Timeout),
-        Ok(Err(err)) if err.is_timeout() => Err(AttemptError::Timeout),
         Ok(Err(err)) => {
-            tracing::debug!(error = %err, url = %target.url, "upstream request failed");
+            tracing::debug!(error = %err, uri = %target.uri, "upstream request failed");
             Err(AttemptError::Connect)
         }
         Ok(Ok(resp)) => Ok(resp),
     }
 }
 
-/// Reads a whole (non-streaming) body: at most `max` bytes, each chunk within `idle`, all
+/// Reads a whole (non-streaming) body: at most `max` bytes, each frame within `idle`, all
 /// before `deadline`.
 pub async fn read_body(
-    mut resp: reqwest::Response,
+    resp: http::Response<Incoming>,
     max: usize,
     idle: Duration,
     deadline: Instant,
 ) -> Result<Bytes, AttemptError> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
+    let declared = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(AttemptError::TooLarge(max));
     }
+    let mut body = resp.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     loop {
         let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-        let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
+        let chunk = match tokio::time::timeout(wait, body.frame()).await {
             Err(_) => return Err(AttemptError::Timeout),
-            Ok(Err(_)) => return Err(AttemptError::Body),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Some(Err(_))) => return Err(AttemptError::Body),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
         };
-        // Most bodies arrive in one chunk: keep it without copying.
+        // Most bodies arrive in one frame: keep it without copying.
         match (&mut first, &mut buf) {
             (None, None) => first = Some(chunk),
             (Some(f), None) => {

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{header, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use self::attempt::AttemptError;
 use self::breaker::Health;
 use self::provider::ProviderRuntime;
-use self::record::{Completion, InflightGuard};
+use self::record::{Completion, InflightGuard, RouteMetrics};
 use self::route::{LatencyTracker, ModelRoutes, Route};
 use self::stream::ProxyStream;
 use crate::config::{Config, ProviderKind};
@@ -50,7 +49,7 @@ pub static X_SENTINEL_CACHE: HeaderName = HeaderName::from_static("x-sentinel-ca
 pub struct Proxy {
     models: HashMap<Arc<str>, ModelRoutes>,
     providers: Vec<Arc<ProviderRuntime>>,
-    client: reqwest::Client,
+    client: attempt::UpstreamClient,
     request_timeout: Duration,
     max_response_bytes: usize,
 }
@@ -108,21 +107,13 @@ impl Proxy {
                     chat,
                     embeddings,
                     latency: LatencyTracker::default(),
+                    metrics: Arc::new(RouteMetrics::new(&m.name, &r.provider_name)),
                 });
             }
             let routes = ModelRoutes::new(m, routes);
             models.insert(Arc::clone(&routes.name), routes);
         }
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10))
-            .http2_adaptive_window(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProxyInitError::Client(e.to_string()))?;
+        let client = attempt::client();
         Ok(Self {
             models,
             providers,
@@ -229,14 +220,15 @@ impl Call<'_> {
                 let result = attempt::send(
                     &self.proxy.client,
                     target,
-                    None,
                     upstream_body.clone(),
                     head_timeout,
                 )
                 .await;
                 let head_at = Instant::now();
                 self.upstream_time += head_at - now;
-                metrics::histogram!(names::UPSTREAM_DURATION, "provider" => provider.name.to_string(), "model" => self.model.name.to_string())
+                route
+                    .metrics
+                    .upstream_duration
                     .record((head_at - now).as_secs_f64());
                 let outcome = match result {
                     Ok(resp) => self.answer(route, resp, client_wants_usage, deadline).await,
@@ -319,7 +311,7 @@ impl Call<'_> {
     async fn answer(
         &mut self,
         route: &Route,
-        resp: reqwest::Response,
+        resp: http::Response<hyper::body::Incoming>,
         client_wants_usage: bool,
         deadline: Instant,
     ) -> Result<(Response, Health), AttemptError> {
@@ -356,7 +348,7 @@ impl Call<'_> {
         if self.is_stream() {
             let translator = (kind == ProviderKind::Anthropic)
                 .then(|| anthropic::StreamTranslator::new(self.body.api.model()));
-            let upstream = resp.bytes_stream().boxed();
+            let upstream = resp.into_body();
             let overhead = self.overhead();
             let completion = self.completion(route);
             let body = ProxyStream::new(
@@ -367,7 +359,7 @@ impl Call<'_> {
                 deadline.into(),
                 completion,
             );
-            let mut response = Response::new(Body::from_stream(body));
+            let mut response = Response::new(Body::new(body));
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -416,6 +408,7 @@ impl Call<'_> {
             model: Arc::clone(&self.model.name),
             provider: Arc::clone(&route.provider.name),
             stream: self.is_stream(),
+            metrics: Arc::clone(&route.metrics),
             overhead: self.overhead(),
             inflight: self.inflight.take().unwrap_or_default(),
         }

@@ -4,12 +4,55 @@
 //! breaks, or its client goes away (status 499). Metrics are emitted here; cost, usage rollups
 //! and the audit record hang off the same [`Completion::finish`].
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
 
 use crate::openai::usage::{TokenCounts, Usage};
 use crate::providers::Endpoint;
 use crate::telemetry::{names, NO_TENANT};
+
+// Handles resolved once: a registry lookup per request would hash every label again.
+static INFLIGHT: LazyLock<Gauge> = LazyLock::new(|| metrics::gauge!(names::INFLIGHT));
+static OVERHEAD_CHAT: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::histogram!(names::OVERHEAD, "route" => Endpoint::Chat.path()));
+static OVERHEAD_EMBEDDINGS: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::histogram!(names::OVERHEAD, "route" => Endpoint::Embeddings.path()));
+
+fn overhead_histogram(endpoint: Endpoint) -> &'static Histogram {
+    match endpoint {
+        Endpoint::Chat => &OVERHEAD_CHAT,
+        Endpoint::Embeddings => &OVERHEAD_EMBEDDINGS,
+    }
+}
+
+/// Metric handles of one route (model × provider), resolved at start-up.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub upstream_duration: Histogram,
+    ttft: Histogram,
+    ok_requests: Counter,
+    duration: Histogram,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+}
+
+impl RouteMetrics {
+    /// Handles for `model` served by `provider`.
+    pub fn new(model: &str, provider: &str) -> Self {
+        let (m, p) = (model.to_owned(), provider.to_owned());
+        Self {
+            upstream_duration: metrics::histogram!(names::UPSTREAM_DURATION, "provider" => p.clone(), "model" => m.clone()),
+            ttft: metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "model" => m.clone()),
+            ok_requests: metrics::counter!(names::REQUESTS_TOTAL,
+                "tenant" => NO_TENANT, "model" => m.clone(), "provider" => p, "status" => "200", "cache" => "miss"),
+            duration: metrics::histogram!(names::REQUEST_DURATION, "tenant" => NO_TENANT, "model" => m.clone(), "cache" => "miss"),
+            prompt_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => m.clone(), "kind" => "prompt"),
+            completion_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => m, "kind" => "completion"),
+        }
+    }
+}
 
 /// Counts a proxied request in `sentinel_inflight_requests` until dropped.
 #[derive(Debug)]
@@ -18,7 +61,7 @@ pub struct InflightGuard(());
 impl InflightGuard {
     /// Counts one more request in flight.
     pub fn new() -> Self {
-        metrics::gauge!(names::INFLIGHT).increment(1.0);
+        INFLIGHT.increment(1.0);
         Self(())
     }
 }
@@ -31,7 +74,7 @@ impl Default for InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        metrics::gauge!(names::INFLIGHT).decrement(1.0);
+        INFLIGHT.decrement(1.0);
     }
 }
 
@@ -46,6 +89,7 @@ pub struct Completion {
     pub model: Arc<str>,
     pub provider: Arc<str>,
     pub stream: bool,
+    pub metrics: Arc<RouteMetrics>,
     /// Time spent in the gateway until the response head, upstream time excluded.
     pub overhead: Duration,
     pub inflight: InflightGuard,
@@ -54,26 +98,25 @@ pub struct Completion {
 impl Completion {
     /// Records the outcome. `first_token` is the instant the first streamed token went by.
     pub fn finish(self, status: u16, usage: Option<&Usage>, first_token: Option<Instant>) {
-        let model = self.model.to_string();
-        let status_label = status_label(status);
-        metrics::counter!(names::REQUESTS_TOTAL,
-            "tenant" => NO_TENANT, "model" => model.clone(), "provider" => self.provider.to_string(),
-            "status" => status_label, "cache" => "miss")
-        .increment(1);
-        metrics::histogram!(names::REQUEST_DURATION, "tenant" => NO_TENANT, "model" => model.clone(), "cache" => "miss")
-            .record(self.started.elapsed().as_secs_f64());
-        metrics::histogram!(names::OVERHEAD, "route" => self.endpoint.path())
-            .record(self.overhead.as_secs_f64());
+        let m = &self.metrics;
+        if status == 200 {
+            m.ok_requests.increment(1);
+        } else {
+            metrics::counter!(names::REQUESTS_TOTAL,
+                "tenant" => NO_TENANT, "model" => self.model.to_string(), "provider" => self.provider.to_string(),
+                "status" => status_label(status), "cache" => "miss")
+            .increment(1);
+        }
+        m.duration.record(self.started.elapsed().as_secs_f64());
+        overhead_histogram(self.endpoint).record(self.overhead.as_secs_f64());
         if let Some(at) = first_token {
-            metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "model" => model.clone())
+            m.ttft
                 .record(at.saturating_duration_since(self.started).as_secs_f64());
         }
         if let Some(usage) = usage {
             let counts = TokenCounts::from(usage);
-            metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => model.clone(), "kind" => "prompt")
-                .increment(counts.prompt);
-            metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => model, "kind" => "completion")
-                .increment(counts.completion);
+            m.prompt_tokens.increment(counts.prompt);
+            m.completion_tokens.increment(counts.completion);
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::provider::ProviderRuntime;
+use super::record::RouteMetrics;
 use crate::config::{ModelConfig, Strategy};
 use crate::providers::UpstreamTarget;
 
@@ -26,6 +27,7 @@ pub struct Route {
     pub chat: UpstreamTarget,
     pub embeddings: Option<UpstreamTarget>,
     pub latency: LatencyTracker,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A client-facing model and its routes.
@@ -256,6 +258,7 @@ mod tests {
                     chat,
                     embeddings: None,
                     latency: LatencyTracker::default(),
+                    metrics: Arc::new(RouteMetrics::new("m", "p")),
                 }
             })
             .collect();

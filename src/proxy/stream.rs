@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::BoxStream;
-use futures_util::Stream;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::record::{Completion, CLIENT_CLOSED};
@@ -24,7 +24,7 @@ use crate::providers::anthropic::StreamTranslator;
 
 /// The body of a proxied SSE response.
 pub struct ProxyStream {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: Incoming,
     translator: Option<StreamTranslator>,
     observer: SseObserver,
     idle: Duration,
@@ -36,7 +36,7 @@ pub struct ProxyStream {
 impl ProxyStream {
     /// Streams `upstream` to the client.
     pub fn new(
-        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        upstream: Incoming,
         translator: Option<StreamTranslator>,
         strip_usage: bool,
         idle: Duration,
@@ -125,17 +125,32 @@ impl ProxyStream {
     }
 }
 
-impl Stream for ProxyStream {
-    type Item = Result<Bytes, Infallible>;
+impl Body for ProxyStream {
+    type Data = Bytes;
+    type Error = Infallible;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .poll_bytes(cx)
+            .map(|next| next.map(|bytes| bytes.map(Frame::data)))
+    }
+}
+
+impl ProxyStream {
+    fn poll_bytes(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self;
         if this.completion.is_none() {
             return Poll::Ready(None);
         }
         loop {
-            match this.upstream.as_mut().poll_next(cx) {
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(frame) = frame.into_data() else {
+                        continue;
+                    };
                     let next = tokio::time::Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
                     let frame = match this.translator.as_mut() {

@@ -89,7 +89,8 @@ async fn client_errors_have_the_spec_status_and_code() {
 }
 
 #[tokio::test]
-async fn chunked_oversized_body_is_cut_off() {
+async fn chunked_oversized_body_is_cut_off_before_it_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start().await;
     let gw = Gateway::start(&basic_config(up.addr(), "").replacen(
         "[server]\n",
@@ -97,12 +98,33 @@ async fn chunked_oversized_body_is_cut_off() {
         1,
     ))
     .await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..64).map(|_| Ok(vec![b' '; 512])).collect();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let (status, json) = post_raw(&gw, "/v1/chat/completions", body).await;
-    assert_eq!(status, 413);
-    assert_openai_error(&json, "body_too_large");
+    // A chunked upload that never declares its length: send 2 KiB of it, then stop writing and
+    // wait. The gateway must answer 413 without waiting for (or buffering) the rest.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..4 {
+        conn.write_all(format!("200\r\n{}\r\n", " ".repeat(512)).as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("body_too_large") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(up.mock.control().total_calls(), 0);
 }
 
 #[tokio::test]

@@ -2,6 +2,14 @@
 //! sockets on port 0, and (for the store tests) a private `redis-server`. One test binary so
 //! it links once.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "test harness: a failed set-up step must abort the test loudly"
+)]
+
 mod support;
 
 mod anthropic;

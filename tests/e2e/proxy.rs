@@ -108,17 +108,17 @@ async fn stream_chunks_arrive_before_the_upstream_finishes() {
         "the upstream has not finished yet"
     );
     gate.release();
-    let mut rest = early;
+    let mut all = early;
     while let Some(chunk) = resp.chunk().await.unwrap() {
-        rest.push_str(std::str::from_utf8(&chunk).unwrap());
+        all.push_str(std::str::from_utf8(&chunk).unwrap());
     }
-    let data = sse_data(&rest);
+    let data = sse_data(&all);
     assert_eq!(data.last().unwrap(), "[DONE]");
     assert!(
-        !rest.contains("\"total_tokens\""),
+        !all.contains("\"total_tokens\""),
         "usage chunk stripped: the client did not ask"
     );
-    assert!(sse_content(&rest).contains("stream please"));
+    assert!(sse_content(&all).contains("stream please"));
     // The gateway asked the upstream for usage on the client's behalf.
     let sent: Value =
         serde_json::from_slice(&up.mock.control().requests().await.last().unwrap().body).unwrap();

@@ -1,6 +1,5 @@
 //! Spawns the real `sentinel serve` on port 0 and waits for its `listening` log line.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,7 +13,6 @@ pub struct Gateway {
     pub child: Child,
     pub logs: Arc<RwLock<Vec<String>>>,
     _dir: tempfile::TempDir,
-    pub config_path: PathBuf,
 }
 
 impl Gateway {
@@ -73,7 +71,6 @@ impl Gateway {
             child,
             logs,
             _dir: dir,
-            config_path,
         }
     }
 
