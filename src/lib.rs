@@ -26,5 +26,6 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tasks;
 pub mod telemetry;

@@ -1,0 +1,105 @@
+//! Shared state behind small traits shaped by what the gateway needs, with two backends:
+//! `embedded` (one local SQLite file, the default) and `redis` (standalone or Cluster, for
+//! several replicas). One conformance suite (`conformance.rs`) runs every method against both.
+//!
+//! Layout rules every backend keeps:
+//! - Secrets are never stored: keys are kept as SHA-256 hashes ([`KeyRecord::hash`]).
+//! - Money is integer nano-USD, so totals never drift.
+//! - Everything one tenant's atomic operations touch lives together (on Redis, one hash-tag
+//!   slot per tenant: `sntl:{<tenant>}:...`).
+
+pub mod types;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use types::{Budget, BudgetDecision, KeyRecord, Limits, Tenant, WindowDecision};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or answered with an I/O error.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within its timeout.
+    #[error("the store did not answer in time")]
+    Timeout,
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Bounded label for `store_errors_total{op}` callers and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tenants: created from the config (bootstrap), the admin API and the CLI.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates or replaces a tenant.
+    async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// One tenant.
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    /// Every tenant, sorted by id.
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// Deletes a tenant and revokes its keys; returns whether it existed.
+    async fn delete_tenant(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// API keys, stored only as hashes.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key record (the id and hash are unique).
+    async fn put_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// The key whose secret hashes to `hash`, revoked or not.
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRecord>>;
+    /// One key by its public id.
+    async fn key_by_id(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// A tenant's keys, oldest first.
+    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<KeyRecord>>;
+    /// Marks a key revoked at `at_unix` (idempotent); returns the record, if it exists.
+    async fn revoke_key(&self, id: &str, at_unix: i64) -> StoreResult<Option<KeyRecord>>;
+    /// A counter that changes whenever a key or tenant changes; replicas poll it (or are
+    /// told through the backend's notification channel) to drop stale cache entries.
+    async fn change_seq(&self) -> StoreResult<u64>;
+}
+
+/// Counters for rate limits and budgets. Every call is one atomic step (one round trip on
+/// Redis), safe across replicas.
+#[async_trait]
+pub trait CounterStore: Send + Sync {
+    /// Sliding-window limit: adds `amount` to `scope` when the weighted count of the current
+    /// and previous `window` plus `amount` stays within `limit`; otherwise adds nothing.
+    /// `now_ms` is Unix milliseconds (passed in so tests and replicas agree on windows).
+    async fn window_take(&self, scope: &str, limit: u64, window: Duration, amount: u64, now_ms: u64) -> StoreResult<WindowDecision>;
+    /// Corrects a past [`CounterStore::window_take`] by `delta` (settling a reservation to
+    /// the real amount; negative gives back), in the window `taken_at_ms` fell in.
+    async fn window_adjust(&self, scope: &str, window: Duration, delta: i64, taken_at_ms: u64) -> StoreResult<()>;
+    /// Reserves `amount` nano-USD of `tenant`'s budget for `period` (e.g. `2026-11`,
+    /// `2026-11-22`) if spent + reserved + amount ≤ `limit`, or always when `enforce` is false.
+    async fn budget_reserve(&self, tenant: &str, period: &str, amount: i64, limit: i64, enforce: bool) -> StoreResult<BudgetDecision>;
+    /// Settles a reservation: releases `reserved` and records `actual` as spent.
+    async fn budget_settle(&self, tenant: &str, period: &str, reserved: i64, actual: i64) -> StoreResult<()>;
+    /// `(spent, reserved)` nano-USD of a period.
+    async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)>;
+}
+
+/// Everything the gateway stores.
+pub trait Store: TenantStore + KeyStore + CounterStore + std::fmt::Debug {
+    /// Backend name for `/health` and logs.
+    fn backend(&self) -> &'static str;
+}
+
+#[cfg(test)]
+pub mod conformance;
