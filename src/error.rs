@@ -29,6 +29,7 @@ pub enum ErrorCode {
     UpstreamTimeout,
     UpstreamError,
     NotFound,
+    Conflict,
     MethodNotAllowed,
     RequestTimeout,
     Unavailable,
@@ -89,6 +90,7 @@ impl ErrorCode {
             C::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout"),
             C::UpstreamError => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
             C::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            C::Conflict => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
             C::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",

@@ -42,6 +42,9 @@ fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve { config } => cli::serve::run(&config, &env).await?,
             Command::MockProvider(args) => cli::mock_provider::run(args).await?,
+            Command::Keys { config, command } => {
+                cli::keys::run(&config, &env, command, &mut std::io::stdout().lock()).await?;
+            }
             Command::CheckConfig { .. } => {}
         }
         Ok(())

@@ -7,13 +7,17 @@ use std::time::Instant;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::middleware::auth::AdminKey;
 use crate::proxy::Proxy;
+use crate::tenancy::Tenancy;
 
 /// Everything the routes need.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub proxy: Arc<Proxy>,
+    pub tenancy: Arc<Tenancy>,
+    pub admin: Option<AdminKey>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
 }

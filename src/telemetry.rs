@@ -22,6 +22,7 @@ pub mod names {
     pub const INFLIGHT: &str = "sentinel_inflight_requests";
     pub const CIRCUIT_STATE: &str = "sentinel_circuit_state";
     pub const TOKENS_TOTAL: &str = "sentinel_tokens_total";
+    pub const STORE_ERRORS: &str = "sentinel_store_errors_total";
 }
 
 /// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
@@ -34,9 +35,6 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
     "protocol",
     "circuit_open",
 ];
-
-/// Label value used before tenancy exists or when no tenant is known.
-pub const NO_TENANT: &str = "none";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

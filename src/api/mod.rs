@@ -1,5 +1,6 @@
 //! Handlers off the proxy path (models, health, metrics) and the proxy entry handlers.
 
+pub mod admin;
 pub mod health;
 pub mod metrics;
 pub mod models;

@@ -10,6 +10,7 @@ use crate::context::{ParsedBody, RequestId, RequestStart};
 use crate::error::{ErrorCode, GatewayError};
 use crate::providers::Endpoint;
 use crate::proxy::{Proxy, RequestMeta};
+use crate::tenancy::RequestContext;
 
 /// Chat completions, JSON or SSE.
 pub async fn chat_completions(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
@@ -28,10 +29,19 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
         return GatewayError::new(ErrorCode::Internal, "request context missing").into_response();
     };
     let started = ext.get::<RequestStart>().map_or_else(Instant::now, |s| s.0);
+    let Some(caller) = ext.get::<Arc<RequestContext>>().cloned() else {
+        // Only the admin key gets this far without a tenant: it manages, it does not call models.
+        return GatewayError::new(
+            ErrorCode::AdminRequired,
+            "model calls need a tenant key, not the admin key",
+        )
+        .into_response();
+    };
     proxy
         .handle(
             RequestMeta {
                 id,
+                caller,
                 started,
                 endpoint,
             },

@@ -1,6 +1,7 @@
 //! Command-line interface: `serve`, `check-config`, `mock-provider`.
 
 pub mod check_config;
+pub mod keys;
 pub mod mock_provider;
 pub mod serve;
 
@@ -29,6 +30,13 @@ pub enum Command {
         #[arg(long, default_value = "config/sentinel.toml")]
         config: PathBuf,
     },
+    /// Manage API keys in the configured store.
+    Keys {
+        #[arg(long, default_value = "config/sentinel.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Run a fast OpenAI-compatible (and Anthropic-shaped) mock upstream.
     MockProvider(mock_provider::MockArgs),
 }
@@ -44,6 +52,8 @@ pub enum CliError {
     Metrics(#[from] crate::telemetry::MetricsError),
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyInitError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use crate::config::{Config, EnvSource};
+use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
 use crate::proxy::Proxy;
 use crate::server::{self, stack};
 use crate::state::AppState;
 use crate::tasks::Tasks;
 use crate::telemetry;
+use crate::tenancy::{self, Tenancy};
 
 /// How often histogram buffers are folded into the exported state.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -40,10 +42,24 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!(addr = %mock.addr(), "demo mock provider listening ([demo] mock_provider)");
     }
 
+    let store = crate::store::open(&config.store, Some(&tasks)).await?;
+    tenancy::bootstrap(store.as_ref(), &config.tenants).await?;
+    let tenancy = Arc::new(Tenancy::new(Arc::clone(&store)));
+    tenancy.spawn_watch(&tasks);
+    let admin = env
+        .get("SENTINEL_ADMIN_KEY")
+        .filter(|k| !k.is_empty())
+        .map(|k| AdminKey::new(&k));
+    if admin.is_none() {
+        tracing::info!("SENTINEL_ADMIN_KEY is not set: the admin API is off");
+    }
+
     let proxy = Arc::new(Proxy::new(&config)?);
     let state = AppState {
         config: Arc::clone(&config),
         proxy,
+        tenancy,
+        admin,
         metrics: Some(metrics),
         started,
     };
@@ -78,6 +94,9 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
             remaining = tasks.len(),
             "background tasks did not finish in time"
         );
+    }
+    if let Err(err) = store.flush().await {
+        tracing::error!(error = %err, "final store flush failed");
     }
     tracing::info!("stopped");
     Ok(())

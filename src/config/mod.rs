@@ -82,7 +82,25 @@ pub struct Config {
     pub store: StoreConfig,
     pub providers: Vec<Arc<ProviderConfig>>,
     pub models: Vec<ModelConfig>,
+    pub tenants: Vec<TenantConfig>,
     pub demo: DemoConfig,
+}
+
+/// A tenant declared in the config (bootstrap): created or updated at start-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: Option<String>,
+    pub models: Vec<String>,
+    pub keys: Vec<BootstrapKey>,
+}
+
+/// A key whose secret comes from an environment variable.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapKey {
+    pub name: String,
+    pub key_env: String,
+    pub secret: Secret,
 }
 
 /// `[server]`.
@@ -108,6 +126,31 @@ pub struct ServerConfig {
 pub enum StoreConfig {
     /// One local file, for a single node.
     Embedded { path: PathBuf },
+    /// Redis, shared by replicas: one URL (standalone) or the seed nodes of a Cluster.
+    Redis {
+        #[serde(serialize_with = "masked_urls")]
+        urls: Vec<String>,
+        cluster: bool,
+        #[serde(serialize_with = "humane")]
+        timeout: Duration,
+    },
+}
+
+/// Redis URLs may carry a password: show them without it.
+fn masked_urls<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(urls.len()))?;
+    for u in urls {
+        let shown = match Url::parse(u) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("*****"));
+                url.to_string()
+            }
+            _ => u.clone(),
+        };
+        seq.serialize_element(&shown)?;
+    }
+    seq.end()
 }
 
 /// One upstream provider.

@@ -141,8 +141,10 @@ fn unbuilt_features_are_refused_not_ignored() {
     for (extra, key) in [
         ("[cache.exact]\nenabled = true\n", "cache.exact.enabled"),
         ("[judge]\nenabled = true\n", "judge.enabled"),
-        ("[[tenants]]\nid = \"acme\"\n", "tenants"),
-        ("[store]\nbackend = \"redis\"\n", "store.backend"),
+        (
+            "[[tenants]]\nid = \"acme\"\nlimits = { rpm = 5 }\n",
+            "tenants[0].limits",
+        ),
     ] {
         let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
             .unwrap_err()
@@ -168,7 +170,70 @@ fn shipped_config_is_valid() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sentinel.toml"))
             .unwrap();
-    let cfg = load(&text, &[]).unwrap();
+    let cfg = load(
+        &text,
+        &[(
+            "SENTINEL_DEMO_KEY",
+            "sk-sntl-demo-0123456789abcdefghijklmnopqrstuvwxyz",
+        )],
+    )
+    .unwrap();
     assert!(cfg.models.iter().any(|m| m.name == "demo"));
+    assert_eq!(cfg.tenants[0].id, "demo");
     assert!(cfg.demo.mock_provider.is_some());
+}
+
+#[test]
+fn tenants_resolve_bootstrap_keys_and_check_models() {
+    let key = "sk-sntl-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+    let text = format!("{MINIMAL}\n[[tenants]]\nid = \"acme\"\nmodels = [\"gpt-4o-mini\"]\nkeys = [{{ name = \"ci\", key_env = \"ACME_KEY\" }}]\n");
+    let cfg = load(&text, &[("OPENAI_API_KEY", "k"), ("ACME_KEY", key)]).unwrap();
+    assert_eq!(cfg.tenants[0].keys[0].secret.expose(), key);
+    assert!(!cfg.to_display_toml().contains(key));
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tenants[0].keys[0].key_env") && err.contains("ACME_KEY"),
+        "{err}"
+    );
+    let err = load(&text, &[("OPENAI_API_KEY", "k"), ("ACME_KEY", "not-a-key")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a Sentinel key"), "{err}");
+    let err = load(
+        &text.replace("models = [\"gpt-4o-mini\"]", "models = [\"nope\"]"),
+        &[("OPENAI_API_KEY", "k"), ("ACME_KEY", key)],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tenants[0].models"), "{err}");
+}
+
+#[test]
+fn redis_store_needs_a_url_and_masks_its_password() {
+    let base = format!("{MINIMAL}\n[store]\nbackend = \"redis\"\n");
+    let err = load(&base, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("store.redis_url"), "{err}");
+    let cfg = load(
+        &format!("{base}redis_url = \"redis://:hunter2@10.0.0.1:6379/0\"\n"),
+        &[("OPENAI_API_KEY", "k")],
+    )
+    .unwrap();
+    let shown = cfg.to_display_toml();
+    assert!(
+        !shown.contains("hunter2") && shown.contains("10.0.0.1"),
+        "{shown}"
+    );
+    let cfg = load(
+        &format!("{base}cluster_urls = [\"redis://a:1\", \"redis://b:2\"]\n"),
+        &[("OPENAI_API_KEY", "k")],
+    )
+    .unwrap();
+    assert!(matches!(
+        cfg.store,
+        StoreConfig::Redis { cluster: true, .. }
+    ));
 }

@@ -11,8 +11,8 @@ use url::Url;
 
 use super::raw::{self, ProviderKind, RawConfig, StoreBackend, StoreBodies, Strategy};
 use super::{
-    BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig, ProviderConfig, RouteConfig, Secret,
-    ServerConfig, StoreConfig,
+    BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig, ProviderConfig,
+    RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
 };
 
 /// `(key path, reason)` of the first problem found.
@@ -58,11 +58,11 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         StoreBackend::Embedded => StoreConfig::Embedded {
             path: raw.store.path.clone().into(),
         },
-        StoreBackend::Redis => unreachable_backend()?,
+        StoreBackend::Redis => redis_store(&raw.store)?,
     };
-    duration("store.timeout", &raw.store.timeout)?;
     let providers = providers(&raw.providers, env)?;
     let models = models(&raw.models, &providers)?;
+    let tenants = tenants(&raw.tenants, &models, env)?;
     let demo = DemoConfig {
         mock_provider: match raw.demo.mock_provider.trim() {
             "" => None,
@@ -74,27 +74,51 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         store,
         providers,
         models,
+        tenants,
         demo,
     })
 }
 
-fn unreachable_backend() -> Result<StoreConfig, Problem> {
-    Err(problem(
-        "store.backend",
-        "\"redis\" is not available in this build yet (it arrives with tenancy and limits); use \"embedded\"",
-    ))
+fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
+    let timeout = duration("store.timeout", &raw.timeout)?;
+    let check = |key: &str, u: &str| -> Result<String, Problem> {
+        let url = Url::parse(u).map_err(|e| problem(key, format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(problem(key, "must be a redis:// or rediss:// URL"));
+        }
+        Ok(u.to_owned())
+    };
+    match (&raw.redis_url, raw.cluster_urls.is_empty()) {
+        (Some(url), true) => Ok(StoreConfig::Redis {
+            urls: vec![check("store.redis_url", url)?],
+            cluster: false,
+            timeout,
+        }),
+        (None, false) => Ok(StoreConfig::Redis {
+            urls: raw
+                .cluster_urls
+                .iter()
+                .map(|u| check("store.cluster_urls", u))
+                .collect::<Result<_, _>>()?,
+            cluster: true,
+            timeout,
+        }),
+        (Some(_), false) => Err(problem(
+            "store.cluster_urls",
+            "set either redis_url (standalone) or cluster_urls, not both",
+        )),
+        (None, true) => Err(problem(
+            "store.redis_url",
+            "backend = \"redis\" needs redis_url or cluster_urls",
+        )),
+    }
 }
 
 /// Features the contract defines but this build does not implement yet are refused by name,
 /// so a config never silently means less than it says.
 fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
     const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 10] = [
-        (
-            !raw.tenants.is_empty(),
-            "tenants",
-            "tenants, keys, limits and budgets",
-        ),
+    let checks: [(bool, &str, &str); 9] = [
         (
             raw.cache.exact.enabled,
             "cache.exact.enabled",
@@ -138,6 +162,54 @@ fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
         }
     }
     Ok(())
+}
+
+fn tenants(
+    raw: &[raw::RawTenant],
+    models: &[ModelConfig],
+    env: &dyn EnvSource,
+) -> Result<Vec<TenantConfig>, Problem> {
+    let mut seen = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = |field: &str| format!("tenants[{i}].{field}");
+            if !crate::tenancy::valid_tenant_id(&t.id) || !seen.insert(t.id.as_str()) {
+                return Err(problem(key("id"), format!("`{}` is used twice or is not 1-64 characters of A-Z a-z 0-9 _ - (not starting with _)", t.id)));
+            }
+            for (on, field, feature) in [
+                (t.limits.is_some(), "limits", "rate limits"),
+                (t.budget.is_some(), "budget", "budgets"),
+                (t.cache.is_some(), "cache", "the cache"),
+                (t.judge.is_some(), "judge", "the LLM judge"),
+                (t.shield.is_some(), "shield", "the shield"),
+            ] {
+                if on {
+                    return Err(problem(key(field), format!("{feature} is not available in this build yet; remove this setting")));
+                }
+            }
+            if let Some(unknown) = t.models.iter().find(|m| !models.iter().any(|c| &c.name == *m)) {
+                return Err(problem(key("models"), format!("no model named `{unknown}`")));
+            }
+            let keys = t
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(j, k)| {
+                    let env_key = format!("tenants[{i}].keys[{j}].key_env");
+                    let secret = env
+                        .get(&k.key_env)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| problem(&env_key, format!("environment variable {} is not set", k.key_env)))?;
+                    crate::tenancy::key::PresentedKey::parse(&secret).map_err(|e| {
+                        problem(&env_key, format!("the key in {} is not a Sentinel key ({e}); mint one with `sentinel keys create`", k.key_env))
+                    })?;
+                    Ok::<_, Problem>(BootstrapKey { name: k.name.clone(), key_env: k.key_env.clone(), secret: Secret::new(secret) })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), keys })
+        })
+        .collect()
 }
 
 fn server(raw: &raw::RawServer) -> Result<ServerConfig, Problem> {

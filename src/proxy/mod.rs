@@ -36,6 +36,7 @@ use crate::error::{error_body, ErrorCode, GatewayError};
 use crate::openai::usage::Usage;
 use crate::providers::{self, anthropic, Endpoint, TargetError};
 use crate::telemetry::names;
+use crate::tenancy::RequestContext;
 
 /// `x-sentinel-provider`: the provider that answered.
 pub static X_SENTINEL_PROVIDER: HeaderName = HeaderName::from_static("x-sentinel-provider");
@@ -67,6 +68,7 @@ pub enum ProxyInitError {
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     pub id: RequestId,
+    pub caller: Arc<RequestContext>,
     pub started: Instant,
     pub endpoint: Endpoint,
 }
@@ -145,12 +147,28 @@ impl Proxy {
             .with_param("model");
             record::record_rejected(
                 meta.endpoint,
+                &meta.caller.tenant.id,
                 "unknown",
                 err.code.status().as_u16(),
                 meta.started,
             );
             return err.into_response();
         };
+        if !meta.caller.allows_model(&model.name) {
+            let err = GatewayError::new(
+                ErrorCode::ModelNotAllowed,
+                format!("this key may not use the model `{}`", model.name),
+            )
+            .with_param("model");
+            record::record_rejected(
+                meta.endpoint,
+                &meta.caller.tenant.id,
+                &model.name,
+                err.code.status().as_u16(),
+                meta.started,
+            );
+            return err.into_response();
+        }
         let inflight = InflightGuard::new();
         let deadline = meta.started + self.request_timeout;
         let mut call = Call {
@@ -166,6 +184,7 @@ impl Proxy {
             Err(err) => {
                 record::record_rejected(
                     call.meta.endpoint,
+                    &call.meta.caller.tenant.id,
                     &model.name,
                     err.code.status().as_u16(),
                     call.meta.started,
@@ -408,6 +427,7 @@ impl Call<'_> {
             model: Arc::clone(&self.model.name),
             provider: Arc::clone(&route.provider.name),
             stream: self.is_stream(),
+            tenant: Arc::from(self.meta.caller.tenant.id.as_str()),
             metrics: Arc::clone(&route.metrics),
             overhead: self.overhead(),
             inflight: self.inflight.take().unwrap_or_default(),

@@ -4,14 +4,15 @@
 //! breaks, or its client goes away (status 499). Metrics are emitted here; cost, usage rollups
 //! and the audit record hang off the same [`Completion::finish`].
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::openai::usage::{TokenCounts, Usage};
 use crate::providers::Endpoint;
-use crate::telemetry::{names, NO_TENANT};
+use crate::telemetry::names;
 
 // Handles resolved once: a registry lookup per request would hash every label again.
 static INFLIGHT: LazyLock<Gauge> = LazyLock::new(|| metrics::gauge!(names::INFLIGHT));
@@ -27,11 +28,19 @@ fn overhead_histogram(endpoint: Endpoint) -> &'static Histogram {
     }
 }
 
-/// Metric handles of one route (model × provider), resolved at start-up.
+/// Metric handles of one route (model × provider), resolved once, and per tenant on first use.
 #[derive(Debug)]
 pub struct RouteMetrics {
+    model: String,
+    provider: String,
     pub upstream_duration: Histogram,
     ttft: Histogram,
+    tenants: RwLock<HashMap<Arc<str>, Arc<TenantMetrics>>>,
+}
+
+/// A route's handles labelled with one tenant.
+#[derive(Debug)]
+struct TenantMetrics {
     ok_requests: Counter,
     duration: Histogram,
     prompt_tokens: Counter,
@@ -45,12 +54,33 @@ impl RouteMetrics {
         Self {
             upstream_duration: metrics::histogram!(names::UPSTREAM_DURATION, "provider" => p.clone(), "model" => m.clone()),
             ttft: metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "model" => m.clone()),
-            ok_requests: metrics::counter!(names::REQUESTS_TOTAL,
-                "tenant" => NO_TENANT, "model" => m.clone(), "provider" => p, "status" => "200", "cache" => "miss"),
-            duration: metrics::histogram!(names::REQUEST_DURATION, "tenant" => NO_TENANT, "model" => m.clone(), "cache" => "miss"),
-            prompt_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => m.clone(), "kind" => "prompt"),
-            completion_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => NO_TENANT, "model" => m, "kind" => "completion"),
+            model: m,
+            provider: p,
+            tenants: RwLock::new(HashMap::new()),
         }
+    }
+
+    fn tenant(&self, tenant: &Arc<str>) -> Arc<TenantMetrics> {
+        if let Some(hit) = self
+            .tenants
+            .read()
+            .ok()
+            .and_then(|t| t.get(tenant).cloned())
+        {
+            return hit;
+        }
+        let (t, m) = (tenant.to_string(), self.model.clone());
+        let handles = Arc::new(TenantMetrics {
+            ok_requests: metrics::counter!(names::REQUESTS_TOTAL,
+                "tenant" => t.clone(), "model" => m.clone(), "provider" => self.provider.clone(), "status" => "200", "cache" => "miss"),
+            duration: metrics::histogram!(names::REQUEST_DURATION, "tenant" => t.clone(), "model" => m.clone(), "cache" => "miss"),
+            prompt_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => t.clone(), "model" => m.clone(), "kind" => "prompt"),
+            completion_tokens: metrics::counter!(names::TOKENS_TOTAL, "tenant" => t, "model" => m, "kind" => "completion"),
+        });
+        if let Ok(mut map) = self.tenants.write() {
+            map.insert(Arc::clone(tenant), Arc::clone(&handles));
+        }
+        handles
     }
 }
 
@@ -89,6 +119,7 @@ pub struct Completion {
     pub model: Arc<str>,
     pub provider: Arc<str>,
     pub stream: bool,
+    pub tenant: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     /// Time spent in the gateway until the response head, upstream time excluded.
     pub overhead: Duration,
@@ -98,19 +129,20 @@ pub struct Completion {
 impl Completion {
     /// Records the outcome. `first_token` is the instant the first streamed token went by.
     pub fn finish(self, status: u16, usage: Option<&Usage>, first_token: Option<Instant>) {
-        let m = &self.metrics;
+        let m = self.metrics.tenant(&self.tenant);
         if status == 200 {
             m.ok_requests.increment(1);
         } else {
             metrics::counter!(names::REQUESTS_TOTAL,
-                "tenant" => NO_TENANT, "model" => self.model.to_string(), "provider" => self.provider.to_string(),
+                "tenant" => self.tenant.to_string(), "model" => self.model.to_string(), "provider" => self.provider.to_string(),
                 "status" => status_label(status), "cache" => "miss")
             .increment(1);
         }
         m.duration.record(self.started.elapsed().as_secs_f64());
         overhead_histogram(self.endpoint).record(self.overhead.as_secs_f64());
         if let Some(at) = first_token {
-            m.ttft
+            self.metrics
+                .ttft
                 .record(at.saturating_duration_since(self.started).as_secs_f64());
         }
         if let Some(usage) = usage {
@@ -122,9 +154,15 @@ impl Completion {
 }
 
 /// Records a request that ended before reaching a provider (bad body, unknown model, ...).
-pub fn record_rejected(endpoint: Endpoint, model: &str, status: u16, started: Instant) {
+pub fn record_rejected(
+    endpoint: Endpoint,
+    tenant: &str,
+    model: &str,
+    status: u16,
+    started: Instant,
+) {
     metrics::counter!(names::REQUESTS_TOTAL,
-        "tenant" => NO_TENANT, "model" => model.to_owned(), "provider" => "none",
+        "tenant" => tenant.to_owned(), "model" => model.to_owned(), "provider" => "none",
         "status" => status_label(status), "cache" => "miss")
     .increment(1);
     metrics::histogram!(names::OVERHEAD, "route" => endpoint.path())

@@ -6,17 +6,21 @@
 //! 2. `RequestIdLayer` — inserts [`RequestId`] and [`RequestStart`]; echoes `x-request-id` on
 //!    every response, errors included.
 //! 3. `CorsLayer` — only when `server.cors_allowed_origins` lists origins (off by default).
+//! 4. `AuthLayer` — every route but the allow-list `routes::UNAUTHENTICATED` needs a key.
+//!    Client keys resolve through the in-process key cache into `Arc<RequestContext>`
+//!    (tenant, key id); `/admin/*` needs the admin key and gets `AdminCaller` instead.
 //!
 //! Proxy routes (`/v1/chat/completions`, `/v1/embeddings`), then:
-//! 4. `ParseBodyLayer` — reads the body once within `server.max_body_bytes` (413 otherwise),
+//! 5. `ParseBodyLayer` — reads the body once within `server.max_body_bytes` (413 otherwise),
 //!    parses it once, inserts [`ParsedBody`] (400 `invalid_body` on bad JSON).
-//!    Tenancy (auth before parsing; limits, budgets, allow-list after), shield and cache slot
-//!    in here as the later capabilities land, each reading `ParsedBody`.
-//! 5. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
-//!    `ParsedBody`, `RequestId`, `RequestStart`; records the outcome once per request.
+//!    Limits and budgets, shield and cache slot in here as they land, each reading
+//!    `RequestContext` and `ParsedBody`.
+//! 6. handler → [`Proxy::handle`] — checks the tenant's model allow-list (403), routes,
+//!    retries, falls back, streams; reads `RequestContext`, `ParsedBody`, `RequestId`,
+//!    `RequestStart`; records the outcome once per request.
 //!
-//! Other routes (`/v1/models`, health, metrics), then:
-//! 4. `api_timeout` — `server.api_timeout`, 504 `timeout` when exceeded. (Proxy routes carry
+//! Other routes (`/v1/models`, `/admin/*`, health, metrics), then:
+//! 5. `api_timeout` — `server.api_timeout`, 504 `timeout` when exceeded. (Proxy routes carry
 //!    the request deadline into the upstream call and the stream body instead.)
 //!
 //! Unknown paths answer 404 and wrong methods 405, both in OpenAI's error shape.
@@ -39,6 +43,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use super::routes;
 use crate::api::{self, health::HealthState};
 use crate::error::{ErrorCode, GatewayError};
+use crate::middleware::auth::AuthLayer;
 use crate::middleware::parse::{BodyKind, ParseBodyLayer};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::timeout::api_timeout;
@@ -81,6 +86,7 @@ pub fn app(state: &AppState) -> Router {
                 .route("/metrics/prometheus", get(api::metrics::render))
                 .with_state(state.metrics.clone()),
         )
+        .merge(admin_routes(state))
         .layer(axum::middleware::from_fn(move |req, next| {
             api_timeout(timeout, req, next)
         }));
@@ -98,8 +104,36 @@ pub fn app(state: &AppState) -> Router {
                     HeaderName::from_static("x-api-key"),
                 ]))
                 .layer(RequestIdLayer)
-                .option_layer(cors),
+                .option_layer(cors)
+                .layer(AuthLayer::new(
+                    Arc::clone(&state.tenancy),
+                    state.admin.clone(),
+                )),
         )
+}
+
+fn admin_routes(state: &AppState) -> Router {
+    use api::admin;
+    Router::new()
+        .route(
+            "/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route(
+            "/admin/tenants/{id}",
+            get(admin::get_tenant)
+                .patch(admin::patch_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route(
+            "/admin/tenants/{id}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .with_state(Arc::clone(state.tenancy.store()))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -8,6 +8,8 @@
 //! - Everything one tenant's atomic operations touch lives together (on Redis, one hash-tag
 //!   slot per tenant: `sntl:{<tenant>}:...`).
 
+pub mod embedded;
+pub mod redis;
 pub mod types;
 
 use std::time::Duration;
@@ -82,23 +84,87 @@ pub trait CounterStore: Send + Sync {
     /// Sliding-window limit: adds `amount` to `scope` when the weighted count of the current
     /// and previous `window` plus `amount` stays within `limit`; otherwise adds nothing.
     /// `now_ms` is Unix milliseconds (passed in so tests and replicas agree on windows).
-    async fn window_take(&self, scope: &str, limit: u64, window: Duration, amount: u64, now_ms: u64) -> StoreResult<WindowDecision>;
+    async fn window_take(
+        &self,
+        scope: &str,
+        limit: u64,
+        window: Duration,
+        amount: u64,
+        now_ms: u64,
+    ) -> StoreResult<WindowDecision>;
     /// Corrects a past [`CounterStore::window_take`] by `delta` (settling a reservation to
     /// the real amount; negative gives back), in the window `taken_at_ms` fell in.
-    async fn window_adjust(&self, scope: &str, window: Duration, delta: i64, taken_at_ms: u64) -> StoreResult<()>;
+    async fn window_adjust(
+        &self,
+        scope: &str,
+        window: Duration,
+        delta: i64,
+        taken_at_ms: u64,
+    ) -> StoreResult<()>;
     /// Reserves `amount` nano-USD of `tenant`'s budget for `period` (e.g. `2026-11`,
     /// `2026-11-22`) if spent + reserved + amount ≤ `limit`, or always when `enforce` is false.
-    async fn budget_reserve(&self, tenant: &str, period: &str, amount: i64, limit: i64, enforce: bool) -> StoreResult<BudgetDecision>;
+    async fn budget_reserve(
+        &self,
+        tenant: &str,
+        period: &str,
+        amount: i64,
+        limit: i64,
+        enforce: bool,
+    ) -> StoreResult<BudgetDecision>;
     /// Settles a reservation: releases `reserved` and records `actual` as spent.
-    async fn budget_settle(&self, tenant: &str, period: &str, reserved: i64, actual: i64) -> StoreResult<()>;
+    async fn budget_settle(
+        &self,
+        tenant: &str,
+        period: &str,
+        reserved: i64,
+        actual: i64,
+    ) -> StoreResult<()>;
     /// `(spent, reserved)` nano-USD of a period.
     async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)>;
 }
 
 /// Everything the gateway stores.
+#[async_trait]
 pub trait Store: TenantStore + KeyStore + CounterStore + std::fmt::Debug {
     /// Backend name for `/health` and logs.
     fn backend(&self) -> &'static str;
+    /// Makes buffered writes durable (the embedded store batches counters); a no-op where
+    /// every write is already durable.
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Opens the configured backend.
+///
+/// With `tasks`, background upkeep starts too (the embedded store's batched flushes); a
+/// one-shot command passes `None` and calls [`Store::flush`] before it exits.
+pub async fn open(
+    config: &crate::config::StoreConfig,
+    tasks: Option<&crate::tasks::Tasks>,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
+    use crate::config::StoreConfig;
+    Ok(match config {
+        StoreConfig::Embedded { path } => {
+            let store = embedded::EmbeddedStore::open(path).await?;
+            if let Some(tasks) = tasks {
+                store.start_flusher(tasks);
+            }
+            std::sync::Arc::new(store)
+        }
+        StoreConfig::Redis {
+            urls,
+            cluster,
+            timeout,
+        } => {
+            let target = if *cluster {
+                redis::RedisTarget::Cluster(urls.clone())
+            } else {
+                redis::RedisTarget::Standalone(urls.first().cloned().unwrap_or_default())
+            };
+            std::sync::Arc::new(redis::RedisStore::connect(target, *timeout).await?)
+        }
+    })
 }
 
 #[cfg(test)]

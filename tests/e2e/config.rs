@@ -96,6 +96,7 @@ fn shipped_config_checks() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sentinel.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_sentinel"))
         .args(["check-config", "--config", path])
+        .env("SENTINEL_DEMO_KEY", crate::support::gateway::TEST_KEY)
         .output()
         .unwrap();
     assert!(

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::support::assert_openai_error;
-use crate::support::gateway::{basic_config, client, Gateway};
+use crate::support::gateway::{basic_config, client, Gateway, TEST_KEY};
 use crate::support::upstream::Upstream;
 
 async fn post_raw(gw: &Gateway, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
@@ -101,7 +101,9 @@ async fn chunked_oversized_body_is_cut_off_before_it_ends() {
     // A chunked upload that never declares its length: send 2 KiB of it, then stop writing and
     // wait. The gateway must answer 413 without waiting for (or buffering) the rest.
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TEST_KEY}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
     conn.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..4 {
         conn.write_all(format!("200\r\n{}\r\n", " ".repeat(512)).as_bytes())

@@ -19,3 +19,4 @@ mod ops;
 mod proxy;
 mod resilience;
 mod shutdown;
+mod tenancy;

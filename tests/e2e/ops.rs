@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::gateway::{basic_config, client, Gateway};
+use crate::support::gateway::{basic_config, client, Gateway, TEST_KEY};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::Upstream;
 
@@ -82,11 +82,11 @@ async fn metrics_cover_the_core_families() {
     ] {
         assert!(text.contains(family), "missing {family}:\n{text}");
     }
-    assert!(text.contains(r#"sentinel_requests_total{tenant="none",model="demo",provider="mock",status="200",cache="miss"} 2"#), "{text}");
+    assert!(text.contains(r#"sentinel_requests_total{tenant="test",model="demo",provider="mock",status="200",cache="miss"} 2"#), "{text}");
 }
 
 #[tokio::test]
-async fn the_shipped_demo_config_answers_without_keys() {
+async fn the_shipped_demo_config_answers_without_provider_keys() {
     // The README's run command: the shipped config with its bundled mock. Ports moved to free
     // ones so the test does not collide with anything on the machine.
     let mock_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -98,7 +98,7 @@ async fn the_shipped_demo_config_answers_without_keys() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sentinel.toml"))
             .unwrap();
     let config = shipped.replace("127.0.0.1:9100", &format!("127.0.0.1:{mock_port}"));
-    let gw = Gateway::start(&config).await;
+    let gw = Gateway::start_with_env(&config, &[("SENTINEL_DEMO_KEY", TEST_KEY)]).await;
     let body: Value = client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hi demo"}]}))

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 BIN = os.environ.get("SENTINEL_BIN", "target/debug/sentinel")
+DEMO_KEY = "sk-sntl-sdk-test-0123456789abcdefghijklmnopqrstuv"
 
 
 def free_port():
@@ -27,7 +28,8 @@ def gateway():
     path = os.path.join(tmp, "sentinel.toml")
     with open(path, "w") as f:
         f.write(config)
-    env = dict(os.environ, SENTINEL_LOG_FORMAT="json", SENTINEL_SERVER__LISTEN="127.0.0.1:0")
+    env = dict(os.environ, SENTINEL_LOG_FORMAT="json", SENTINEL_SERVER__LISTEN="127.0.0.1:0",
+               SENTINEL_DEMO_KEY=DEMO_KEY)
     proc = subprocess.Popen([BIN, "serve", "--config", path], env=env, cwd=tmp,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     addr = None
@@ -47,7 +49,7 @@ def gateway():
 
 @pytest.fixture()
 def client(gateway):
-    return openai.OpenAI(base_url=gateway, api_key="sk-sntl-unused-until-tenancy", max_retries=0)
+    return openai.OpenAI(base_url=gateway, api_key=DEMO_KEY, max_retries=0)
 
 
 def test_chat_non_stream(client):
@@ -85,6 +87,13 @@ def test_embeddings(client):
 def test_models(client):
     ids = [m.id for m in client.models.list()]
     assert "demo" in ids
+
+
+def test_bad_key_is_an_authentication_error(gateway):
+    bad = openai.OpenAI(base_url=gateway, api_key="sk-sntl-" + "x" * 43, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "invalid_api_key"
 
 
 def test_errors_map_to_sdk_exceptions(client):

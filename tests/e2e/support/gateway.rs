@@ -7,12 +7,19 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The bootstrap key of the `test` tenant that every test gateway gets.
+pub const TEST_KEY: &str = "sk-sntl-e2e-test-key-0123456789abcdefghijklmnop";
+/// The admin key every test gateway gets.
+pub const ADMIN_KEY: &str = "e2e-admin-secret-do-not-log";
+const TENANT_BLOCK: &str =
+    "\n[[tenants]]\nid = \"test\"\nkeys = [{ name = \"e2e\", key_env = \"E2E_TEST_KEY\" }]\n";
+
 /// A running gateway process.
 pub struct Gateway {
     pub addr: std::net::SocketAddr,
     pub child: Child,
     pub logs: Arc<RwLock<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -25,6 +32,11 @@ impl Gateway {
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("sentinel.toml");
+        let config = if config.contains("[[tenants]]") {
+            config.to_owned()
+        } else {
+            format!("{config}{TENANT_BLOCK}")
+        };
         std::fs::write(&config_path, config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentinel"));
         cmd.arg("serve")
@@ -33,6 +45,8 @@ impl Gateway {
             .env("SENTINEL_LOG_FORMAT", "json")
             .env("SENTINEL_SERVER__LISTEN", "127.0.0.1:0")
             .env("SENTINEL_LOG", "info")
+            .env("E2E_TEST_KEY", TEST_KEY)
+            .env("SENTINEL_ADMIN_KEY", ADMIN_KEY)
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,7 +84,7 @@ impl Gateway {
             addr,
             child,
             logs,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -89,14 +103,38 @@ impl Gateway {
         assert!(status.success());
     }
 
+    /// The gateway's working directory (holds the embedded store under `data/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Everything logged so far.
     pub fn log_text(&self) -> String {
         self.logs.read().unwrap().join("\n")
     }
 }
 
-/// A client that never follows redirects and keeps connections alive.
+/// A client sending the `test` tenant's key on every request.
 pub fn client() -> reqwest::Client {
+    client_with_key(TEST_KEY)
+}
+
+/// A client sending `key` as a bearer token on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client without credentials.
+pub fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()

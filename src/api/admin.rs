@@ -1,0 +1,288 @@
+//! Admin API (SPEC section 3): tenants and their keys. Reached only with the admin key (the
+//! auth layer checks it). JSON in and out; errors in OpenAI's shape.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorCode, GatewayError};
+use crate::store::{KeyRecord, Limits, Store, StoreError, Tenant};
+use crate::tenancy::{self, unix_now};
+
+/// What the admin handlers need.
+pub type AdminState = Arc<dyn Store>;
+
+/// A tenant as the API takes it: every field optional for PATCH.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<Option<String>>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<LimitsInput>,
+    #[serde(default)]
+    pub budget: Option<serde_json::Value>,
+}
+
+/// `limits` of a tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsInput {
+    #[serde(default)]
+    pub rpm: Option<NonZeroU32>,
+    #[serde(default)]
+    pub tpm: Option<NonZeroU32>,
+}
+
+/// Body of `POST /admin/tenants/{id}/keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// A key as listed (never the secret).
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub prefix: String,
+    pub name: String,
+    pub tenant: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+fn rfc3339(unix: i64) -> String {
+    let secs = u64::try_from(unix).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+impl KeyView {
+    fn of(record: &KeyRecord, secret: Option<String>) -> Self {
+        Self {
+            id: record.id.clone(),
+            key: secret,
+            prefix: record.prefix.clone(),
+            name: record.name.clone(),
+            tenant: record.tenant.clone(),
+            created_at: rfc3339(record.created_at),
+            expires_at: record.expires_at.map(rfc3339),
+            revoked_at: record.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+fn store_error(err: &StoreError) -> GatewayError {
+    GatewayError::new(ErrorCode::Unavailable, format!("{err}"))
+        .with_retry_after(Duration::from_secs(1))
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::new(ErrorCode::InvalidBody, message)
+}
+
+fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
+    if input.budget.is_some() {
+        return Err(invalid("budgets are not available in this build yet").with_param("budget"));
+    }
+    if let Some(limits) = input.limits {
+        if limits.rpm.is_some() || limits.tpm.is_some() {
+            return Err(
+                invalid("rate limits are not available in this build yet").with_param("limits")
+            );
+        }
+        tenant.limits = Limits::default();
+    }
+    if let Some(name) = input.name {
+        tenant.name = name;
+    }
+    if let Some(models) = input.models {
+        tenant.models = models;
+    }
+    Ok(())
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
+}
+
+/// `POST /admin/tenants`.
+pub async fn create_tenant(State(store): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let result: Result<Response, GatewayError> = async {
+        let input: TenantInput = parse_json(&body)?;
+        let id = input
+            .id
+            .clone()
+            .ok_or_else(|| invalid("`id` is required").with_param("id"))?;
+        if !tenancy::valid_tenant_id(&id) {
+            return Err(invalid(
+                "`id` must be 1-64 characters of A-Z a-z 0-9 _ - and not start with _",
+            )
+            .with_param("id"));
+        }
+        if store
+            .get_tenant(&id)
+            .await
+            .map_err(|e| store_error(&e))?
+            .is_some()
+        {
+            return Err(GatewayError::new(
+                ErrorCode::Conflict,
+                format!("tenant `{id}` already exists"),
+            ));
+        }
+        let mut tenant = Tenant {
+            id,
+            name: None,
+            models: Vec::new(),
+            limits: Limits::default(),
+            budget: None,
+        };
+        apply(&mut tenant, input)?;
+        store
+            .put_tenant(&tenant)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok((StatusCode::CREATED, Json(tenant)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /admin/tenants`.
+pub async fn list_tenants(State(store): State<AdminState>) -> Response {
+    match store.list_tenants().await {
+        Ok(tenants) => Json(serde_json::json!({"object": "list", "data": tenants})).into_response(),
+        Err(e) => store_error(&e).into_response(),
+    }
+}
+
+async fn existing(store: &AdminState, id: &str) -> Result<Tenant, GatewayError> {
+    store
+        .get_tenant(id)
+        .await
+        .map_err(|e| store_error(&e))?
+        .ok_or_else(|| GatewayError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))
+}
+
+/// `GET /admin/tenants/{id}`.
+pub async fn get_tenant(State(store): State<AdminState>, Path(id): Path<String>) -> Response {
+    match existing(&store, &id).await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PATCH /admin/tenants/{id}`: changes only the fields it names.
+pub async fn patch_tenant(
+    State(store): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result: Result<Response, GatewayError> = async {
+        let input: TenantInput = parse_json(&body)?;
+        if input.id.as_deref().is_some_and(|new| new != id) {
+            return Err(invalid("`id` cannot be changed").with_param("id"));
+        }
+        let mut tenant = existing(&store, &id).await?;
+        apply(&mut tenant, input)?;
+        store
+            .put_tenant(&tenant)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(Json(tenant).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /admin/tenants/{id}`: removes the tenant and revokes its keys.
+pub async fn delete_tenant(State(store): State<AdminState>, Path(id): Path<String>) -> Response {
+    match store.delete_tenant(&id).await {
+        Ok(true) => Json(serde_json::json!({"id": id, "deleted": true})).into_response(),
+        Ok(false) => {
+            GatewayError::new(ErrorCode::NotFound, format!("no tenant `{id}`")).into_response()
+        }
+        Err(e) => store_error(&e).into_response(),
+    }
+}
+
+/// `POST /admin/tenants/{id}/keys`: the only answer that ever carries the secret.
+pub async fn create_key(
+    State(store): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result: Result<Response, GatewayError> = async {
+        let input: KeyInput = if body.is_empty() {
+            KeyInput::default()
+        } else {
+            parse_json(&body)?
+        };
+        existing(&store, &id).await?;
+        let expires_in = match input.expires_in.as_deref() {
+            None => None,
+            Some(text) => Some(
+                humantime::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`expires_in` must be a duration like \"30d\", not `{text}`"
+                        ))
+                        .with_param("expires_in")
+                    })?,
+            ),
+        };
+        let name = input.name.unwrap_or_else(|| "default".to_owned());
+        let (secret, record) = tenancy::create_key(store.as_ref(), &id, &name, expires_in)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok((
+            StatusCode::CREATED,
+            Json(KeyView::of(&record, Some(secret.expose().to_owned()))),
+        )
+            .into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /admin/tenants/{id}/keys`.
+pub async fn list_keys(State(store): State<AdminState>, Path(id): Path<String>) -> Response {
+    let result: Result<Response, GatewayError> = async {
+        existing(&store, &id).await?;
+        let keys = store.list_keys(&id).await.map_err(|e| store_error(&e))?;
+        let views: Vec<KeyView> = keys.iter().map(|k| KeyView::of(k, None)).collect();
+        Ok(Json(serde_json::json!({"object": "list", "data": views})).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /admin/keys/{key_id}`: revokes; every replica refuses it within a second.
+pub async fn revoke_key(State(store): State<AdminState>, Path(key_id): Path<String>) -> Response {
+    match store.revoke_key(&key_id, unix_now()).await {
+        Ok(Some(record)) => Json(KeyView::of(&record, None)).into_response(),
+        Ok(None) => {
+            GatewayError::new(ErrorCode::NotFound, format!("no key `{key_id}`")).into_response()
+        }
+        Err(e) => store_error(&e).into_response(),
+    }
+}

@@ -1,0 +1,107 @@
+//! `sentinel keys create|list|revoke`: manage keys directly in the configured store (works on
+//! the embedded file while `serve` runs; the server sees changes within a second).
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::CliError;
+use crate::config::{Config, EnvSource};
+use crate::store::Store;
+use crate::tenancy::{self, unix_now};
+
+/// `keys` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key; the secret is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// e.g. `30d`, `12h`.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List a tenant's keys (never the secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by id.
+    Revoke { key_id: String },
+}
+
+/// Runs a `keys` subcommand against the store of the config at `path`.
+pub async fn run(
+    path: &Path,
+    env: &dyn EnvSource,
+    command: KeysCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let config = Config::load(path, env)?;
+    let store = crate::store::open(&config.store, None).await?;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            name,
+            expires_in,
+        } => {
+            let expires = expires_in
+                .map(|t| {
+                    humantime::parse_duration(&t)
+                        .map_err(|e| CliError::Usage(format!("--expires-in `{t}`: {e}")))
+                })
+                .transpose()?;
+            if store.get_tenant(&tenant).await?.is_none() {
+                if !tenancy::valid_tenant_id(&tenant) {
+                    return Err(CliError::Usage(format!(
+                        "`{tenant}` is not a valid tenant id"
+                    )));
+                }
+                store
+                    .put_tenant(&crate::store::Tenant {
+                        id: tenant.clone(),
+                        name: None,
+                        models: Vec::new(),
+                        limits: crate::store::Limits::default(),
+                        budget: None,
+                    })
+                    .await?;
+                writeln!(out, "created tenant {tenant}")?;
+            }
+            let (secret, record) =
+                tenancy::create_key(store.as_ref(), &tenant, &name, expires).await?;
+            writeln!(
+                out,
+                "id:      {}\ntenant:  {}\nname:    {}\nprefix:  {}",
+                record.id, record.tenant, record.name, record.prefix
+            )?;
+            writeln!(
+                out,
+                "key:     {}\n(the key is shown only now; it is stored as a hash)",
+                secret.expose()
+            )?;
+        }
+        KeysCommand::List { tenant } => {
+            for k in store.list_keys(&tenant).await? {
+                let state = match (k.revoked_at, k.expires_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(at)) if at <= unix_now() => "expired",
+                    _ => "active",
+                };
+                writeln!(out, "{}\t{}\t{}\t{state}", k.id, k.prefix, k.name)?;
+            }
+        }
+        KeysCommand::Revoke { key_id } => match store.revoke_key(&key_id, unix_now()).await? {
+            Some(k) => writeln!(out, "revoked {} ({})", k.id, k.tenant)?,
+            None => return Err(CliError::Usage(format!("no key `{key_id}`"))),
+        },
+    }
+    flush(store.as_ref()).await
+}
+
+async fn flush(store: &dyn Store) -> Result<(), CliError> {
+    store.flush().await.map_err(CliError::from)
+}

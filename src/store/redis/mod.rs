@@ -1,0 +1,555 @@
+//! The shared backend: Redis standalone (through a self-reconnecting
+//! [`ConnectionManager`]) or Redis Cluster (through [`ClusterConnection`]), for several
+//! replicas that must agree on tenants, keys, limits and budgets.
+//!
+//! - Every operation is bounded by `op_timeout` ([`StoreError::Timeout`]); connection errors
+//!   are [`StoreError::Unavailable`]. Both clients reconnect by themselves when Redis returns.
+//! - Counter operations are one Lua script each (`scripts.rs`): atomic and one round trip.
+//!   `now_ms` always comes from the caller, never from Redis `TIME`, so this backend and the
+//!   embedded one compute the same windows.
+//! - Tenant and key writes bump `sntl:changes` and publish the changed id on the channel of the
+//!   same name ([`RedisStore::subscribe_changes`]), so replicas drop cached entries at once.
+//!
+//! The key layout is in `keys.rs`.
+
+mod changes;
+mod keys;
+mod scripts;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+
+use self::scripts::{
+    BUDGET_RESERVE_SCRIPT, BUDGET_SETTLE_SCRIPT, BUMP_SCRIPT, PUT_KEY_SCRIPT, REVOKE_KEY_SCRIPT,
+    WINDOW_ADJUST_SCRIPT, WINDOW_TAKE_SCRIPT,
+};
+use super::{
+    BudgetDecision, CounterStore, KeyRecord, KeyStore, Store, StoreError, StoreResult, Tenant,
+    TenantStore, WindowDecision,
+};
+
+/// Where the Redis store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `redis://host:port/db`.
+    Standalone(String),
+    /// A Redis Cluster: some of its nodes' URLs (the rest are discovered).
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for RedisTarget {
+    // URLs may carry a password: show only the shape.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standalone(_) => f.write_str("Standalone"),
+            Self::Cluster(nodes) => write!(f, "Cluster({} seed nodes)", nodes.len()),
+        }
+    }
+}
+
+/// The Redis-backed [`Store`]. Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    /// Clients for pub/sub connections: the server, or each cluster seed node in turn.
+    pubsub: Vec<redis::Client>,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.conn {
+            Conn::Standalone(_) => "standalone",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("kind", &kind)
+            .field("pubsub_nodes", &self.pubsub.len())
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    /// Connects and checks that the store answers. Fails with [`StoreError::Unavailable`]
+    /// (or [`StoreError::Timeout`]) when it cannot be reached within `max(op_timeout, 1 s)`;
+    /// once connected, the store reconnects by itself whenever Redis comes back.
+    pub async fn connect(target: RedisTarget, op_timeout: Duration) -> Result<Self, StoreError> {
+        // Establishing a connection may take a few round trips (cluster: one per node), so
+        // it gets a little more than one operation.
+        let connect_timeout = op_timeout.max(Duration::from_secs(1));
+        let connecting = async {
+            match target {
+                RedisTarget::Standalone(url) => {
+                    let client = redis::Client::open(url.as_str())
+                        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(connect_timeout))
+                        .set_response_timeout(Some(op_timeout))
+                        .set_min_delay(Duration::from_millis(50))
+                        .set_max_delay(Duration::from_secs(1))
+                        .set_number_of_retries(3);
+                    let manager =
+                        ConnectionManager::new_with_config(client.clone(), config).await?;
+                    Ok::<_, StoreError>((Conn::Standalone(manager), vec![client]))
+                }
+                RedisTarget::Cluster(nodes) => {
+                    let pubsub = nodes
+                        .iter()
+                        .map(|url| redis::Client::open(url.as_str()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+                    if pubsub.is_empty() {
+                        return Err(StoreError::Unavailable(
+                            "no redis cluster nodes configured".into(),
+                        ));
+                    }
+                    let client = ClusterClientBuilder::new(nodes)
+                        .connection_timeout(connect_timeout)
+                        .response_timeout(op_timeout)
+                        .retries(3)
+                        .build()?;
+                    let conn = client.get_async_connection().await?;
+                    Ok((Conn::Cluster(conn), pubsub))
+                }
+            }
+        };
+        let (conn, pubsub) = tokio::time::timeout(connect_timeout, connecting)
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        let store = Self {
+            conn,
+            pubsub,
+            op_timeout,
+        };
+        // A cluster connection can exist before its slots are served: check with one read.
+        store.change_seq().await?;
+        Ok(store)
+    }
+
+    /// Runs `op` on a clone of the connection, bounded by the operation timeout.
+    async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        tokio::time::timeout(self.op_timeout, op(self.conn.clone()))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+}
+
+/// Bumps the change sequence and publishes `ids` (after the write they announce).
+async fn bump(conn: &mut Conn, ids: &[&str]) -> StoreResult<()> {
+    let mut invocation = BUMP_SCRIPT.key(keys::CHANGES);
+    invocation.arg(keys::CHANGES);
+    for id in ids {
+        invocation.arg(*id);
+    }
+    let _seq: u64 = invocation.invoke_async(conn).await?;
+    Ok(())
+}
+
+/// Reads a key record by id: the JSON record plus the authoritative `revoked_at` field.
+async fn load_key(conn: &mut Conn, id: &str) -> StoreResult<Option<KeyRecord>> {
+    let (rec, revoked_at): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+        .arg(keys::key(id))
+        .arg("rec")
+        .arg("revoked_at")
+        .query_async(conn)
+        .await?;
+    rec.map(|rec| decode_key(&rec, revoked_at)).transpose()
+}
+
+fn decode_key(rec: &str, revoked_at: Option<i64>) -> StoreResult<KeyRecord> {
+    let mut key: KeyRecord =
+        serde_json::from_str(rec).map_err(|e| StoreError::Corrupt(format!("key record: {e}")))?;
+    key.revoked_at = revoked_at;
+    Ok(key)
+}
+
+/// Revokes one key (keeping an earlier revocation time); `None` when it does not exist.
+async fn revoke(conn: &mut Conn, id: &str, at_unix: i64) -> StoreResult<Option<KeyRecord>> {
+    let found: Option<(String, i64)> = REVOKE_KEY_SCRIPT
+        .key(keys::key(id))
+        .arg(at_unix)
+        .invoke_async(conn)
+        .await?;
+    found
+        .map(|(rec, at)| decode_key(&rec, Some(at)))
+        .transpose()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn window_ms(window: Duration) -> u64 {
+    u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn non_negative(v: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what}: {v}")))
+}
+
+// === impl TenantStore ===
+
+#[async_trait]
+impl TenantStore for RedisStore {
+    async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let json = serde_json::to_string(tenant)
+            .map_err(|e| StoreError::Corrupt(format!("tenant record: {e}")))?;
+        self.run(|mut conn| async move {
+            // Two slots in a cluster: two commands, pipelined on the one connection.
+            let mut c2 = conn.clone();
+            let set = async { conn.set::<_, _, ()>(keys::tenant(&tenant.id), &json).await };
+            let add = async { c2.sadd::<_, _, ()>(keys::TENANTS, &tenant.id).await };
+            futures_util::try_join!(set, add)?;
+            bump(&mut conn, &[&tenant.id]).await
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        self.run(|mut conn| async move {
+            let json: Option<String> = conn.get(keys::tenant(id)).await?;
+            json.map(|j| {
+                serde_json::from_str(&j)
+                    .map_err(|e| StoreError::Corrupt(format!("tenant {id}: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.run(|mut conn| async move {
+            let ids: Vec<String> = conn.smembers(keys::TENANTS).await?;
+            let reads = ids.iter().map(|id| {
+                let mut conn = conn.clone();
+                async move { conn.get::<_, Option<String>>(keys::tenant(id)).await }
+            });
+            let mut tenants = Vec::with_capacity(ids.len());
+            // A tenant deleted between the two reads is simply not listed.
+            for json in try_join_all(reads).await?.into_iter().flatten() {
+                tenants.push(
+                    serde_json::from_str::<Tenant>(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("tenant record: {e}")))?,
+                );
+            }
+            tenants.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(tenants)
+        })
+        .await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> StoreResult<bool> {
+        let at = now_unix();
+        self.run(|mut conn| async move {
+            // Revoke first: if this fails half-way the tenant still exists and a retry
+            // finishes the job.
+            let key_ids: Vec<String> = conn.zrange(keys::tenant_keys(id), 0, -1).await?;
+            try_join_all(key_ids.iter().map(|key_id| {
+                let mut conn = conn.clone();
+                async move { revoke(&mut conn, key_id, at).await }
+            }))
+            .await?;
+            let mut c2 = conn.clone();
+            let del = async { conn.del::<_, u64>(keys::tenant(id)).await };
+            let rem = async { c2.srem::<_, _, u64>(keys::TENANTS, id).await };
+            let (deleted, removed) = futures_util::try_join!(del, rem)?;
+            let mut changed: Vec<&str> = vec![id];
+            changed.extend(key_ids.iter().map(String::as_str));
+            bump(&mut conn, &changed).await?;
+            Ok(deleted + removed > 0)
+        })
+        .await
+    }
+}
+
+// === impl KeyStore ===
+
+#[async_trait]
+impl KeyStore for RedisStore {
+    async fn put_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        // `revoked_at` lives in its own field so revocation is one atomic HSETNX.
+        let record = KeyRecord {
+            revoked_at: None,
+            ..key.clone()
+        };
+        let json = serde_json::to_string(&record)
+            .map_err(|e| StoreError::Corrupt(format!("key record: {e}")))?;
+        let revoked_at = key.revoked_at.map(|at| at.to_string()).unwrap_or_default();
+        self.run(|mut conn| async move {
+            let (mut c2, mut c3) = (conn.clone(), conn.clone());
+            let rec = async {
+                PUT_KEY_SCRIPT
+                    .key(keys::key(&key.id))
+                    .arg(&json)
+                    .arg(&revoked_at)
+                    .invoke_async::<()>(&mut conn)
+                    .await
+            };
+            let by_hash = async { c2.set::<_, _, ()>(keys::key_hash(&key.hash), &key.id).await };
+            let listed = async {
+                c3.zadd::<_, _, _, ()>(keys::tenant_keys(&key.tenant), &key.id, key.created_at)
+                    .await
+            };
+            futures_util::try_join!(rec, by_hash, listed)?;
+            bump(&mut conn, &[&key.id]).await
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRecord>> {
+        let hex = hex(hash);
+        self.run(|mut conn| async move {
+            let Some(id) = conn.get::<_, Option<String>>(keys::key_hash(&hex)).await? else {
+                return Ok(None);
+            };
+            // Trust the record, not the index: a stale index entry finds nothing.
+            Ok(load_key(&mut conn, &id).await?.filter(|k| k.hash == hex))
+        })
+        .await
+    }
+
+    async fn key_by_id(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.run(|mut conn| async move { load_key(&mut conn, id).await })
+            .await
+    }
+
+    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<KeyRecord>> {
+        self.run(|mut conn| async move {
+            // Oldest first: scored by created_at, ties by id.
+            let ids: Vec<String> = conn.zrange(keys::tenant_keys(tenant), 0, -1).await?;
+            let loads = ids.iter().map(|id| {
+                let mut conn = conn.clone();
+                async move { load_key(&mut conn, id).await }
+            });
+            Ok(try_join_all(loads).await?.into_iter().flatten().collect())
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str, at_unix: i64) -> StoreResult<Option<KeyRecord>> {
+        self.run(|mut conn| async move {
+            let revoked = revoke(&mut conn, id, at_unix).await?;
+            if revoked.is_some() {
+                // Announced even when it was already revoked: a retry after a lost bump
+                // still reaches every replica.
+                bump(&mut conn, &[id]).await?;
+            }
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn change_seq(&self) -> StoreResult<u64> {
+        self.run(|mut conn| async move {
+            Ok(conn
+                .get::<_, Option<u64>>(keys::CHANGES)
+                .await?
+                .unwrap_or(0))
+        })
+        .await
+    }
+}
+
+// === impl CounterStore ===
+
+#[async_trait]
+impl CounterStore for RedisStore {
+    async fn window_take(
+        &self,
+        scope: &str,
+        limit: u64,
+        window: Duration,
+        amount: u64,
+        now_ms: u64,
+    ) -> StoreResult<WindowDecision> {
+        let w = window_ms(window);
+        let bucket = now_ms / w;
+        // Bucket 0 has no predecessor; u64::MAX is never a live bucket.
+        let (current, previous) = (
+            keys::window(scope, bucket),
+            keys::window(scope, bucket.wrapping_sub(1)),
+        );
+        self.run(|mut conn| async move {
+            let (allowed, count, retry): (i64, i64, i64) = WINDOW_TAKE_SCRIPT
+                .key(current)
+                .key(previous)
+                .arg(limit)
+                .arg(w)
+                .arg(amount)
+                .arg(now_ms % w)
+                .arg(w.saturating_mul(2))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(WindowDecision {
+                allowed: allowed == 1,
+                count: non_negative(count, "window count")?,
+                retry_after_ms: non_negative(retry, "retry_after_ms")?,
+            })
+        })
+        .await
+    }
+
+    async fn window_adjust(
+        &self,
+        scope: &str,
+        window: Duration,
+        delta: i64,
+        taken_at_ms: u64,
+    ) -> StoreResult<()> {
+        let w = window_ms(window);
+        let bucket = keys::window(scope, taken_at_ms / w);
+        self.run(|mut conn| async move {
+            let _: i64 = WINDOW_ADJUST_SCRIPT
+                .key(bucket)
+                .arg(delta)
+                .arg(w.saturating_mul(2))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn budget_reserve(
+        &self,
+        tenant: &str,
+        period: &str,
+        amount: i64,
+        limit: i64,
+        enforce: bool,
+    ) -> StoreResult<BudgetDecision> {
+        self.run(|mut conn| async move {
+            let (allowed, spent, reserved): (i64, i64, i64) = BUDGET_RESERVE_SCRIPT
+                .key(keys::budget(tenant, period))
+                .arg(amount)
+                .arg(limit)
+                .arg(u8::from(enforce))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(BudgetDecision {
+                allowed: allowed == 1,
+                spent,
+                reserved,
+            })
+        })
+        .await
+    }
+
+    async fn budget_settle(
+        &self,
+        tenant: &str,
+        period: &str,
+        reserved: i64,
+        actual: i64,
+    ) -> StoreResult<()> {
+        self.run(|mut conn| async move {
+            let _: i64 = BUDGET_SETTLE_SCRIPT
+                .key(keys::budget(tenant, period))
+                .arg(reserved)
+                .arg(actual)
+                .arg(reserved.saturating_neg())
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)> {
+        self.run(|mut conn| async move {
+            let (spent, reserved): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                .arg(keys::budget(tenant, period))
+                .arg("spent")
+                .arg("reserved")
+                .query_async(&mut conn)
+                .await?;
+            Ok((spent.unwrap_or(0), reserved.unwrap_or(0)))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+// === Conn ===
+
+/// One connection type for both deployments; both variants multiplex and are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        if e.is_timeout() {
+            return Self::Timeout;
+        }
+        match e.kind() {
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::Corrupt(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
+    }
+}

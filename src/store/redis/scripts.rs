@@ -1,0 +1,150 @@
+//! The Lua scripts: each counter operation is one `EVALSHA` (loaded on first `NOSCRIPT`), so
+//! it is atomic and one round trip. The arithmetic is the one `types.rs` documents and
+//! `conformance.rs` asserts, shared with the embedded backend.
+//!
+//! Lua numbers are doubles: every value stays an exact integer while it is below 2^53. Counts
+//! and limits are far below that; products such as `prev * (W - x)` are split
+//! (`prev = q*W + r`) so they stay exact for windows up to a day. Counters are changed with
+//! `INCRBY`/`HINCRBY` on the caller's decimal strings, never on numbers formatted by Lua.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `window_take`. KEYS: current bucket, previous bucket. ARGV: limit, window ms, amount,
+/// offset of now into the window (ms), bucket ttl (ms). Returns `{allowed, count, retry_after_ms}`.
+const WINDOW_TAKE: &str = r"
+local limit = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local x = tonumber(ARGV[4])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+local rest = w - x
+
+-- floor(prev * rest / w), exact: prev = q*w + r with r < w.
+local q = math.floor(prev / w)
+local r = prev - q * w
+local count = q * rest + math.floor(r * rest / w) + cur
+
+if amount > limit then
+  return {0, count, w}
+end
+if count + amount <= limit then
+  redis.call('INCRBY', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {1, count + amount, 0}
+end
+if cur + amount > limit or prev <= 0 then
+  -- The current window alone cannot take it: wait for the next one.
+  return {0, count, rest}
+end
+-- Wait until prev * (w - y) / w <= room, y the offset then:
+-- y = w - floor(room * w / prev), computed exactly as above (room = a*prev + b, b < prev).
+local room = limit - amount - cur
+local a = math.floor(room / prev)
+local b = room - a * prev
+local y = w - (a * w + math.floor(b * w / prev))
+local wait = y - x
+if wait < 1 then
+  wait = 1
+end
+return {0, count, wait}
+";
+
+/// `window_adjust`. KEYS: the bucket the take fell in. ARGV: delta, bucket ttl (ms).
+/// Adds `delta`, flooring at zero; a missing bucket is created only for a positive result.
+const WINDOW_ADJUST: &str = r"
+local raw = redis.call('GET', KEYS[1])
+local cur = tonumber(raw or '0')
+local delta = tonumber(ARGV[1])
+if cur + delta >= 0 then
+  if not raw and cur + delta == 0 then
+    return 0
+  end
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+else
+  if not raw then
+    return 0
+  end
+  redis.call('SET', KEYS[1], '0', 'KEEPTTL')
+end
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// `budget_reserve`. KEYS: the period's hash. ARGV: amount, limit, enforce (`1`/`0`).
+/// Returns `{allowed, spent, reserved}` as they were before this reservation.
+const BUDGET_RESERVE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+local spent = tonumber(v[1] or '0')
+local reserved = tonumber(v[2] or '0')
+if ARGV[3] == '1' and spent + reserved + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return {0, spent, reserved}
+end
+redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
+return {1, spent, reserved}
+";
+
+/// `budget_settle`. KEYS: the period's hash. ARGV: reserved, actual, -reserved.
+/// Releases the reservation and records the actual spend, each field flooring at zero.
+const BUDGET_SETTLE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+local spent = tonumber(v[1] or '0')
+local reserved = tonumber(v[2] or '0')
+if reserved - tonumber(ARGV[1]) < 0 then
+  redis.call('HSET', KEYS[1], 'reserved', '0')
+else
+  redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[3])
+end
+if spent + tonumber(ARGV[2]) < 0 then
+  redis.call('HSET', KEYS[1], 'spent', '0')
+else
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
+end
+return 1
+";
+
+/// `put_key`'s record write. KEYS: `sntl:key:<id>`. ARGV: record JSON, `revoked_at` or `''`.
+/// Replaces the whole hash so no stale field survives.
+const PUT_KEY: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2])
+end
+return 1
+";
+
+/// `revoke_key`. KEYS: `sntl:key:<id>`. ARGV: `revoked_at`. Keeps the first revocation time.
+/// Returns `{rec, revoked_at}`, or nil when the key does not exist.
+const REVOKE_KEY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return redis.call('HMGET', KEYS[1], 'rec', 'revoked_at')
+";
+
+/// Bumps the change sequence and announces the changed ids. KEYS: `sntl:changes`.
+/// ARGV: the channel, then the changed ids. `PUBLISH` reaches every node of a cluster.
+const BUMP: &str = r"
+local seq = redis.call('INCR', KEYS[1])
+for i = 2, #ARGV do
+  redis.call('PUBLISH', ARGV[1], ARGV[i])
+end
+return seq
+";
+
+pub(super) static WINDOW_TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(WINDOW_TAKE));
+pub(super) static WINDOW_ADJUST_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(WINDOW_ADJUST));
+pub(super) static BUDGET_RESERVE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(BUDGET_RESERVE));
+pub(super) static BUDGET_SETTLE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(BUDGET_SETTLE));
+pub(super) static PUT_KEY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_KEY));
+pub(super) static REVOKE_KEY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_KEY));
+pub(super) static BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BUMP));

@@ -1,0 +1,173 @@
+//! The conformance suite against a private standalone server and a private 3-node cluster,
+//! plus failure behaviour: a dead or frozen store answers within the timeout, and the store
+//! recovers by itself.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+
+use super::testing::{free_port, RedisCluster, RedisServer};
+use super::{RedisStore, RedisTarget};
+use crate::store::{conformance, KeyRecord, KeyStore, Store, StoreError, Tenant, TenantStore};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Scheduling slack on top of the operation timeout.
+const MARGIN: Duration = Duration::from_millis(250);
+
+async fn standalone(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(RedisTarget::Standalone(server.url()), OP_TIMEOUT)
+        .await
+        .unwrap()
+}
+
+fn tenant(id: &str) -> Tenant {
+    Tenant {
+        id: id.into(),
+        name: None,
+        models: Vec::new(),
+        limits: crate::store::Limits::default(),
+        budget: None,
+    }
+}
+
+async fn next_change(changes: &mut (impl Stream<Item = String> + Unpin)) -> String {
+    tokio::time::timeout(Duration::from_secs(5), changes.next())
+        .await
+        .expect("a change within 5 s")
+        .expect("the stream goes on")
+}
+
+/// Retries `get_tenant` until the store answers again, at most 10 s.
+async fn until_answering(store: &RedisStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.get_tenant("anyone").await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "the store did not recover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_passes_conformance() {
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    assert_eq!(store.backend(), "redis");
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_passes_conformance() {
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::connect(RedisTarget::Cluster(cluster.urls()), OP_TIMEOUT)
+        .await
+        .unwrap();
+    conformance::run_all(&store).await;
+    // Notifications work through a cluster too.
+    let mut changes = Box::pin(store.subscribe_changes().await.unwrap());
+    store.put_tenant(&tenant("c-sub")).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "c-sub");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_publish_the_changed_ids() {
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let mut changes = Box::pin(store.subscribe_changes().await.unwrap());
+    store.put_tenant(&tenant("n-t")).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "n-t");
+    let key = KeyRecord {
+        id: "key_n".into(),
+        tenant: "n-t".into(),
+        name: "ci".into(),
+        prefix: "sk-sntl-abcd".into(),
+        hash: "ab".repeat(32),
+        created_at: 1,
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.put_key(&key).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "key_n");
+    store.revoke_key("key_n", 5).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "key_n");
+    assert!(store.delete_tenant("n-t").await.unwrap());
+    assert_eq!(next_change(&mut changes).await, "n-t");
+    assert_eq!(next_change(&mut changes).await, "key_n");
+    assert_eq!(
+        store.key_by_id("key_n").await.unwrap().unwrap().revoked_at,
+        Some(5),
+        "the first revocation stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_store_fails_fast_and_recovers_by_itself() {
+    let mut server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let mut changes = Box::pin(store.subscribe_changes().await.unwrap());
+    store.put_tenant(&tenant("d-t")).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "d-t");
+
+    server.stop().await;
+    // Several operations while down, each bounded (the first sees the dropped connection,
+    // later ones wait on the reconnect attempts).
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = store.get_tenant("d-t").await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < OP_TIMEOUT + MARGIN,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    server.restart().await;
+    until_answering(&store).await;
+    // Nothing was persisted: the store is empty again, and writes work.
+    assert!(store.get_tenant("d-t").await.unwrap().is_none());
+    // The subscription came back on its own and says changes may have been missed.
+    assert_eq!(next_change(&mut changes).await, "");
+    store.put_tenant(&tenant("d-t2")).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, "d-t2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_store_times_out() {
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    store.put_tenant(&tenant("f-t")).await.unwrap();
+
+    server.pause().await;
+    let started = Instant::now();
+    let err = store.get_tenant("f-t").await.unwrap_err();
+    let took = started.elapsed();
+    server.resume().await;
+    assert!(matches!(err, StoreError::Timeout), "{err:?}");
+    assert!(took < OP_TIMEOUT + MARGIN, "took {took:?}");
+
+    until_answering(&store).await;
+    assert_eq!(store.get_tenant("f-t").await.unwrap().unwrap().id, "f-t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_fails() {
+    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let started = Instant::now();
+    let err = RedisStore::connect(RedisTarget::Standalone(url), OP_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1) + MARGIN,
+        "took {:?}",
+        started.elapsed()
+    );
+}
