@@ -13,11 +13,13 @@ use serde::Serialize;
 
 use crate::proxy::breaker::CircuitState;
 use crate::proxy::Proxy;
+use crate::tenancy::Tenancy;
 
 /// What `/health` needs.
 #[derive(Clone, Debug)]
 pub struct HealthState {
     pub proxy: Arc<Proxy>,
+    pub tenancy: Arc<Tenancy>,
     pub started: Instant,
 }
 
@@ -52,7 +54,8 @@ fn health(state: &HealthState) -> Health {
         .providers()
         .iter()
         .all(|p| p.breaker.state() == CircuitState::Closed);
-    let status = match (any_usable, all_closed) {
+    let store_ok = state.tenancy.store_ok();
+    let status = match (any_usable, all_closed && store_ok) {
         (false, _) => "down",
         (true, false) => "degraded",
         (true, true) => "ok",
@@ -62,7 +65,7 @@ fn health(state: &HealthState) -> Health {
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: state.started.elapsed().as_secs(),
         checks: Checks {
-            store: "ok",
+            store: if store_ok { "ok" } else { "down" },
             upstreams,
         },
     }
@@ -87,7 +90,7 @@ pub async fn live() -> &'static str {
 /// `GET /health/ready`: 200 when the store and at least one upstream are usable.
 pub async fn ready(State(state): State<HealthState>) -> Response {
     let h = health(&state);
-    if h.status == "down" {
+    if h.status == "down" || h.checks.store != "ok" {
         (StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response()
     } else {
         (StatusCode::OK, Json(h)).into_response()

@@ -67,6 +67,7 @@ pub fn app(state: &AppState) -> Router {
 
     let health = HealthState {
         proxy: Arc::clone(&state.proxy),
+        tenancy: Arc::clone(&state.tenancy),
         started: state.started,
     };
     let timeout = server.api_timeout;

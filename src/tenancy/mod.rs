@@ -11,7 +11,7 @@
 pub mod key;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +80,7 @@ pub struct Tenancy {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     seen_seq: AtomicU64,
+    store_ok: AtomicBool,
 }
 
 /// Seconds since the Unix epoch.
@@ -96,6 +97,7 @@ impl Tenancy {
             store,
             cache: RwLock::new(HashMap::new()),
             seen_seq: AtomicU64::new(0),
+            store_ok: AtomicBool::new(true),
         }
     }
 
@@ -160,6 +162,11 @@ impl Tenancy {
         }))
     }
 
+    /// Whether the last probe of the store succeeded (for `/health`).
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(Ordering::Acquire)
+    }
+
     /// Drops every cached key (after a change anywhere).
     pub fn invalidate(&self) {
         if let Ok(mut cache) = self.cache.write() {
@@ -169,7 +176,9 @@ impl Tenancy {
 
     /// One check of the change sequence; drops the cache if it moved.
     pub async fn poll_changes(&self) -> Result<bool, StoreError> {
-        let seq = self.store.change_seq().await?;
+        let polled = self.store.change_seq().await;
+        self.store_ok.store(polled.is_ok(), Ordering::Release);
+        let seq = polled?;
         let old = self.seen_seq.swap(seq, Ordering::AcqRel);
         if old != seq {
             self.invalidate();

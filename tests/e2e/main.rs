@@ -17,6 +17,7 @@ mod config;
 mod errors;
 mod ops;
 mod proxy;
+mod replicas;
 mod resilience;
 mod shutdown;
 mod tenancy;
