@@ -28,7 +28,7 @@ pub mod window;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -188,23 +188,6 @@ impl Drop for Inner {
     }
 }
 
-/// Lower-case hex of a key hash, as the `keys.hash` column holds it.
-fn hex(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn window_ms(window: Duration) -> u64 {
     u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
 }
@@ -235,7 +218,7 @@ impl TenantStore for EmbeddedStore {
 
     async fn delete_tenant(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        let now = unix_now();
+        let now = super::unix_now();
         self.inner
             .db
             .call(move |conn| db::delete_tenant(conn, &id, now))
@@ -254,7 +237,7 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRecord>> {
-        let hash = hex(hash);
+        let hash = super::hex(hash);
         self.inner
             .db
             .call(move |conn| db::key_by(conn, KeyColumn::Hash, &hash))
@@ -399,7 +382,7 @@ mod tests {
             tenant: "cli-t".into(),
             name: "from the cli".into(),
             prefix: "sk-sntl-wxyz".into(),
-            hash: hex(&hash),
+            hash: crate::store::hex(&hash),
             created_at: 1_700_000_000,
             expires_at: None,
             revoked_at: None,
@@ -651,7 +634,7 @@ mod tests {
         let mut h = [0u8; 32];
         h[0] = 0xAB;
         h[31] = 0x0f;
-        let s = hex(&h);
+        let s = crate::store::hex(&h);
         assert_eq!(s.len(), 64);
         assert!(s.starts_with("ab00"));
         assert!(s.ends_with("000f"));

@@ -43,6 +43,24 @@ impl StoreError {
     }
 }
 
+/// Seconds since the Unix epoch (the stores' and the key records' clock).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Lower-case hex, the stored form of key hashes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 

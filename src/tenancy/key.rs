@@ -8,6 +8,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
+use crate::store::hex;
 
 /// Every key starts with this.
 pub const KEY_PREFIX: &str = "sk-sntl-";
@@ -84,17 +85,6 @@ pub fn from_secret(secret: &str) -> NewKey {
 /// SHA-256 of a secret.
 pub fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

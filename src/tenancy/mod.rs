@@ -13,9 +13,10 @@ pub mod key;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, GatewayError};
+pub use crate::store::unix_now;
 use crate::store::{KeyRecord, Store, StoreError, Tenant};
 use crate::tasks::Tasks;
 
@@ -81,13 +82,6 @@ pub struct Tenancy {
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     seen_seq: AtomicU64,
     store_ok: AtomicBool,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Tenancy {

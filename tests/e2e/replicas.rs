@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::gateway::{basic_config, client_with_key, Gateway, ADMIN_KEY, TEST_KEY};
+use crate::support::gateway::{
+    basic_config, chat_status, client_with_key, Gateway, ADMIN_KEY, TEST_KEY,
+};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::Upstream;
 
@@ -115,15 +117,7 @@ async fn keys_and_revocations_reach_every_replica_within_a_second() {
         .unwrap();
     let secret = created["key"].as_str().unwrap().to_owned();
     let on_b = client_with_key(&secret);
-    assert_eq!(
-        on_b.post(b.url("/v1/chat/completions"))
-            .json(&chat)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&on_b, &b, &chat).await, 200);
 
     // Revoked on A, refused by B within a second.
     let t0 = Instant::now();
@@ -134,13 +128,7 @@ async fn keys_and_revocations_reach_every_replica_within_a_second() {
         .unwrap();
     assert_eq!(revoked.status(), 200);
     loop {
-        let status = on_b
-            .post(b.url("/v1/chat/completions"))
-            .json(&chat)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = chat_status(&on_b, &b, &chat).await;
         if status == 401 {
             break;
         }
@@ -166,16 +154,7 @@ async fn known_keys_keep_working_while_redis_is_down_and_unknown_ones_get_503() 
     let gw = Gateway::start(&redis_config(up.addr(), &redis)).await;
     let chat = json!({"model": "demo", "messages": [{"role": "user", "content": "x"}]});
     let known = client_with_key(TEST_KEY);
-    assert_eq!(
-        known
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&known, &gw, &chat).await, 200);
 
     drop(redis);
     let unknown = client_with_key(&format!("sk-sntl-{}", "q".repeat(43)));
@@ -194,16 +173,7 @@ async fn known_keys_keep_working_while_redis_is_down_and_unknown_ones_get_503() 
     assert!(resp.headers().contains_key("retry-after"));
     crate::support::assert_openai_error(&resp.json().await.unwrap(), "auth_unavailable");
     for _ in 0..5 {
-        assert_eq!(
-            known
-                .post(gw.url("/v1/chat/completions"))
-                .json(&chat)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(chat_status(&known, &gw, &chat).await, 200);
     }
     let t0 = Instant::now();
     loop {

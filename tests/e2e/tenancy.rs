@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::support::assert_openai_error;
 use crate::support::gateway::{
-    anonymous, basic_config, client, client_with_key, Gateway, ADMIN_KEY, TEST_KEY,
+    anonymous, basic_config, chat_status, client, client_with_key, Gateway, ADMIN_KEY, TEST_KEY,
 };
 use crate::support::upstream::Upstream;
 
@@ -218,13 +218,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
         .unwrap();
     assert_eq!(patched["name"], "Acme");
     within(Duration::from_secs(2), || async {
-        acme.post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        chat_status(&acme, &gw, &chat()).await == 200
     })
     .await;
 
@@ -239,13 +233,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
         200
     );
     let took = within(Duration::from_secs(1), || async {
-        acme.post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 401
+        chat_status(&acme, &gw, &chat()).await == 401
     })
     .await;
     assert!(took < Duration::from_secs(1));
@@ -270,14 +258,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
         .unwrap();
     let second = client_with_key(k2["key"].as_str().unwrap());
     within(Duration::from_secs(2), || async {
-        second
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        chat_status(&second, &gw, &chat()).await == 200
     })
     .await;
     assert_eq!(
@@ -290,14 +271,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
         200
     );
     within(Duration::from_secs(1), || async {
-        second
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 401
+        chat_status(&second, &gw, &chat()).await == 401
     })
     .await;
     assert_eq!(
@@ -370,13 +344,7 @@ async fn cli_manages_keys_while_the_server_runs() {
         .to_owned();
     let c = client_with_key(&secret);
     within(Duration::from_secs(1), || async {
-        c.post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        chat_status(&c, &gw, &chat()).await == 200
     })
     .await;
     let listed = cli(&["keys", "list", "--tenant", "test"]);
@@ -386,13 +354,7 @@ async fn cli_manages_keys_while_the_server_runs() {
     );
     cli(&["keys", "revoke", &key_id]);
     within(Duration::from_secs(1), || async {
-        c.post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 401
+        chat_status(&c, &gw, &chat()).await == 401
     })
     .await;
     assert!(cli(&["keys", "list", "--tenant", "test"]).contains("revoked"));

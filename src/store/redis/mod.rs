@@ -20,9 +20,8 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::fmt::Write as _;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -194,20 +193,6 @@ async fn revoke(conn: &mut Conn, id: &str, at_unix: i64) -> StoreResult<Option<K
         .transpose()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn window_ms(window: Duration) -> u64 {
     u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -268,7 +253,7 @@ impl TenantStore for RedisStore {
     }
 
     async fn delete_tenant(&self, id: &str) -> StoreResult<bool> {
-        let at = now_unix();
+        let at = super::unix_now();
         self.run(|mut conn| async move {
             // Revoke first: if this fails half-way the tenant still exists and a retry
             // finishes the job.
@@ -326,7 +311,7 @@ impl KeyStore for RedisStore {
     }
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRecord>> {
-        let hex = hex(hash);
+        let hex = super::hex(hash);
         self.run(|mut conn| async move {
             let Some(id) = conn.get::<_, Option<String>>(keys::key_hash(&hex)).await? else {
                 return Ok(None);

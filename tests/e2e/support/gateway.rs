@@ -172,3 +172,15 @@ routes = [{{ provider = "mock", model = "mock-embedding" }}]
 "#
     )
 }
+
+/// Posts `body` to the gateway's chat endpoint with `client`; returns the status code.
+pub async fn chat_status(client: &reqwest::Client, gw: &Gateway, body: &serde_json::Value) -> u16 {
+    client
+        .post(gw.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
