@@ -118,14 +118,34 @@ fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Largest admin request body (tenant and key objects are tiny).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// An admin request body, read through the same bounded reader as the proxy (OpenAI-shaped
+/// 413 past the limit, never buffered beyond it).
+#[derive(Debug)]
+pub struct AdminBody(axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for AdminBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        crate::middleware::parse::read_limited(&parts.headers, body, MAX_ADMIN_BODY)
+            .await
+            .map(Self)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
 }
 
 /// `POST /admin/tenants`.
-pub async fn create_tenant(State(store): State<AdminState>, body: axum::body::Bytes) -> Response {
+pub async fn create_tenant(State(store): State<AdminState>, body: AdminBody) -> Response {
     let result: Result<Response, GatewayError> = async {
-        let input: TenantInput = parse_json(&body)?;
+        let input: TenantInput = parse_json(&body.0)?;
         let id = input
             .id
             .clone()
@@ -193,10 +213,10 @@ pub async fn get_tenant(State(store): State<AdminState>, Path(id): Path<String>)
 pub async fn patch_tenant(
     State(store): State<AdminState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: AdminBody,
 ) -> Response {
     let result: Result<Response, GatewayError> = async {
-        let input: TenantInput = parse_json(&body)?;
+        let input: TenantInput = parse_json(&body.0)?;
         if input.id.as_deref().is_some_and(|new| new != id) {
             return Err(invalid("`id` cannot be changed").with_param("id"));
         }
@@ -227,13 +247,13 @@ pub async fn delete_tenant(State(store): State<AdminState>, Path(id): Path<Strin
 pub async fn create_key(
     State(store): State<AdminState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: AdminBody,
 ) -> Response {
     let result: Result<Response, GatewayError> = async {
-        let input: KeyInput = if body.is_empty() {
+        let input: KeyInput = if body.0.is_empty() {
             KeyInput::default()
         } else {
-            parse_json(&body)?
+            parse_json(&body.0)?
         };
         existing(&store, &id).await?;
         let expires_in = match input.expires_in.as_deref() {

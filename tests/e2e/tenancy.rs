@@ -385,6 +385,19 @@ async fn expired_keys_are_refused() {
         resp.status() == 401 && resp.text().await.unwrap().contains("expired")
     })
     .await;
+    // Its own client: the gateway closes a connection whose oversized body it did not read.
+    let huge = client_with_key(ADMIN_KEY)
+        .post(gw.url("/admin/tenants"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"id\": \"big\", \"name\": \"{}\"}}",
+            "x".repeat(100_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_openai_error(&huge.json().await.unwrap(), "body_too_large");
     let bad = admin
         .post(gw.url("/admin/tenants/test/keys"))
         .json(&json!({"expires_in": "soon"}))
