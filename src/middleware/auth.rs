@@ -42,7 +42,12 @@ impl AdminKey {
 
     /// Constant-time comparison of hashes (no early exit on the first differing byte).
     pub fn matches(&self, presented: &str) -> bool {
-        key::hash(presented).ct_eq(&self.0).into()
+        self.matches_hash(&key::hash(presented))
+    }
+
+    /// Same, for a secret already hashed.
+    pub fn matches_hash(&self, hash: &[u8; 32]) -> bool {
+        hash.ct_eq(&self.0).into()
     }
 }
 
@@ -134,21 +139,28 @@ where
                 Err(err) => Box::pin(async move { Ok(err.into_response()) }),
             };
         }
-        let presented = presented_secret(req.headers()).map(PresentedKey::parse);
+        // The presented secret is hashed once: the same digest is the admin comparison and the
+        // key-cache lookup.
+        let is_admin = |hash: &[u8; 32]| self.admin.as_ref().is_some_and(|a| a.matches_hash(hash));
+        let caller = match presented_secret(req.headers()) {
+            None => Err(AuthError::Missing),
+            Some(secret) => match PresentedKey::parse(secret) {
+                Ok(key) if is_admin(key.hash()) => Ok(None),
+                Ok(key) => Ok(Some(key)),
+                Err(_) if is_admin(&key::hash(secret)) => Ok(None),
+                Err(_) => Err(AuthError::Invalid),
+            },
+        };
         let tenancy = Arc::clone(&self.tenancy);
-        let admin = self.admin.clone();
-        let raw_admin =
-            admin.is_some_and(|a| presented_secret(req.headers()).is_some_and(|s| a.matches(s)));
         Box::pin(async move {
-            if raw_admin {
+            let key = match caller {
+                Err(err) => return Ok(err.to_gateway().into_response()),
                 // The admin may read usage and audit of any tenant (`?tenant=`).
-                req.extensions_mut().insert(AdminCaller);
-                return inner.call(req).await;
-            }
-            let key = match presented {
-                None => return Ok(AuthError::Missing.to_gateway().into_response()),
-                Some(Err(_)) => return Ok(AuthError::Invalid.to_gateway().into_response()),
-                Some(Ok(key)) => key,
+                Ok(None) => {
+                    req.extensions_mut().insert(AdminCaller);
+                    return inner.call(req).await;
+                }
+                Ok(Some(key)) => key,
             };
             match tenancy.authenticate(&key).await {
                 Ok(context) => {

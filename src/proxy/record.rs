@@ -118,7 +118,6 @@ pub struct Completion {
     pub endpoint: Endpoint,
     pub model: Arc<str>,
     pub provider: Arc<str>,
-    pub stream: bool,
     pub tenant: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     /// Time spent in the gateway until the response head, upstream time excluded.
