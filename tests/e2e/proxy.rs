@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::gateway::{basic_config, client, Gateway};
+use crate::support::gateway::{basic_config, client, post_chat, Gateway};
 use crate::support::upstream::Upstream;
 use crate::support::{sse_content, sse_data};
 
@@ -44,12 +44,7 @@ async fn unknown_fields_reach_the_upstream_unchanged_and_model_is_renamed() {
     let gw = Gateway::start(&basic_config(up.addr(), "")).await;
     let body = json!({"model": "demo", "messages": [{"role": "user", "content": "hi", "x_part": {"a": 1}}],
                       "logit_bias": {"50256": -100}, "metadata": {"team": "search"}, "vendor_flag": true, "temperature": 0.3});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&client(), &gw, &body).await;
     assert_eq!(resp.status(), 200);
     let seen = up.mock.control().requests().await;
     let sent: Value = serde_json::from_slice(&seen.last().unwrap().body).unwrap();
@@ -195,12 +190,7 @@ async fn back_to_back_keep_alive_requests_do_not_stall() {
     let mut rtts = Vec::new();
     for _ in 0..21 {
         let t0 = std::time::Instant::now();
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&c, &gw, &body).await;
         assert_eq!(resp.status(), 200);
         resp.bytes().await.unwrap();
         rtts.push(t0.elapsed());

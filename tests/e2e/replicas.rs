@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::gateway::{
-    basic_config, chat_status, client_with_key, Gateway, ADMIN_KEY, TEST_KEY,
+    basic_config, chat_status, client_with_key, post_chat, Gateway, ADMIN_KEY, TEST_KEY,
 };
 use crate::support::redis::RedisServer;
 use crate::support::upstream::Upstream;
@@ -159,12 +159,7 @@ async fn known_keys_keep_working_while_redis_is_down_and_unknown_ones_get_503() 
     drop(redis);
     let unknown = client_with_key(&format!("sk-sntl-{}", "q".repeat(43)));
     let t0 = Instant::now();
-    let resp = unknown
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&unknown, &gw, &chat).await;
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "a dead store must not hang auth"

@@ -7,7 +7,7 @@ use sentinel::mock_provider::{FailKind, MockOptions};
 use serde_json::{json, Value};
 
 use crate::support::assert_openai_error;
-use crate::support::gateway::{basic_config, client, Gateway};
+use crate::support::gateway::{basic_config, client, post_chat, Gateway};
 use crate::support::upstream::Upstream;
 
 fn chat() -> Value {
@@ -111,12 +111,7 @@ async fn falls_back_when_the_primary_keeps_failing() {
         "5s",
     ))
     .await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&client(), &gw, &chat()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-sentinel-provider"], "backup");
     assert_eq!(
@@ -150,12 +145,7 @@ async fn every_upstream_failing_is_a_502() {
         "5s",
     ))
     .await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&client(), &gw, &chat()).await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_openai_error(&body, "upstream_error");
@@ -184,22 +174,12 @@ async fn circuit_opens_and_stops_calls_to_a_failing_provider() {
     .await;
     let c = client();
     for _ in 0..3 {
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&c, &gw, &chat()).await;
         assert_eq!(resp.status(), 200, "served by the fallback");
     }
     assert_eq!(primary.mock.control().calls("/v1/chat/completions"), 3);
     for _ in 0..5 {
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&c, &gw, &chat()).await;
         assert_eq!(resp.headers()["x-sentinel-provider"], "backup");
     }
     assert_eq!(
@@ -247,11 +227,7 @@ async fn circuit_half_opens_after_cooldown_and_closes_on_success() {
     let c = client();
     primary.mock.control().fail_next(2, FailKind::Status500);
     for _ in 0..2 {
-        c.post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap();
+        post_chat(&c, &gw, &chat()).await;
     }
     let health: Value = c
         .get(gw.url("/health"))
@@ -265,12 +241,7 @@ async fn circuit_half_opens_after_cooldown_and_closes_on_success() {
     // Wait out the cool-down by polling: the first request after it is the probe.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&c, &gw, &chat()).await;
         if resp.headers()["x-sentinel-provider"] == "primary" {
             break;
         }

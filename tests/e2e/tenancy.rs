@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use crate::support::assert_openai_error;
 use crate::support::gateway::{
-    anonymous, basic_config, chat_status, client, client_with_key, Gateway, ADMIN_KEY, TEST_KEY,
+    anonymous, basic_config, chat_status, client, client_with_key, post_chat, Gateway, ADMIN_KEY,
+    TEST_KEY,
 };
 use crate::support::upstream::Upstream;
 
@@ -103,12 +104,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
     // Tenant keys cannot use the admin API; the admin key cannot call models.
     let resp = client().get(gw.url("/admin/tenants")).send().await.unwrap();
     assert_eq!(resp.status(), 403);
-    let resp = admin
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&admin, &gw, &chat()).await;
     assert_eq!(resp.status(), 403);
 
     let resp = admin
@@ -180,12 +176,7 @@ async fn admin_api_round_trip_allow_list_and_revocation() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let denied = acme
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let denied = post_chat(&acme, &gw, &chat()).await;
     assert_eq!(denied.status(), 403);
     assert_openai_error(&denied.json().await.unwrap(), "model_not_allowed");
     let unknown = acme
@@ -376,12 +367,7 @@ async fn expired_keys_are_refused() {
         .unwrap();
     let c = client_with_key(k["key"].as_str().unwrap());
     within(Duration::from_secs(5), || async {
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&c, &gw, &chat()).await;
         resp.status() == 401 && resp.text().await.unwrap().contains("expired")
     })
     .await;

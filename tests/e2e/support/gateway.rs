@@ -175,12 +175,19 @@ routes = [{{ provider = "mock", model = "mock-embedding" }}]
 
 /// Posts `body` to the gateway's chat endpoint with `client`; returns the status code.
 pub async fn chat_status(client: &reqwest::Client, gw: &Gateway, body: &serde_json::Value) -> u16 {
+    post_chat(client, gw, body).await.status().as_u16()
+}
+
+/// Posts `body` to the gateway's chat endpoint with `client`.
+pub async fn post_chat(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    body: &serde_json::Value,
+) -> reqwest::Response {
     client
         .post(gw.url("/v1/chat/completions"))
         .json(body)
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
 }
