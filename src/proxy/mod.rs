@@ -189,7 +189,10 @@ impl Proxy {
                     err.code.status().as_u16(),
                     call.meta.started,
                 );
-                err.into_response()
+                let mut resp = err.into_response();
+                // The upstream time of the failed attempts is excluded here too.
+                set_overhead(resp.headers_mut(), call.overhead());
+                resp
             }
         }
     }
@@ -460,9 +463,14 @@ fn common_headers(headers: &mut http::HeaderMap, provider: &str, overhead: Durat
     if let Ok(v) = HeaderValue::from_str(provider) {
         headers.insert(X_SENTINEL_PROVIDER.clone(), v);
     }
+    set_overhead(headers, overhead);
+    headers.insert(X_SENTINEL_CACHE.clone(), HeaderValue::from_static("miss"));
+}
+
+/// `x-sentinel-overhead-ms`, milliseconds with microsecond resolution.
+fn set_overhead(headers: &mut http::HeaderMap, overhead: Duration) {
     let ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(v) = HeaderValue::from_str(&ms) {
         headers.insert(X_SENTINEL_OVERHEAD_MS.clone(), v);
     }
-    headers.insert(X_SENTINEL_CACHE.clone(), HeaderValue::from_static("miss"));
 }

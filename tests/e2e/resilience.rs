@@ -147,6 +147,10 @@ async fn every_upstream_failing_is_a_502() {
     .await;
     let resp = post_chat(&client(), &gw, &chat()).await;
     assert_eq!(resp.status(), 502);
+    assert!(
+        resp.headers().contains_key("x-sentinel-overhead-ms"),
+        "overhead on gateway errors too"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_openai_error(&body, "upstream_error");
     assert!(
