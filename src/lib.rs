@@ -15,13 +15,16 @@
 //! names), [`tasks`] (the only place that spawns), [`mock_provider`] (the bundled upstream).
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod metering;
 pub mod middleware;
 pub mod mock_provider;
 pub mod openai;
+pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod server;
@@ -30,3 +33,4 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tokens;

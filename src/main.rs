@@ -45,6 +45,9 @@ fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<()> {
             Command::Keys { config, command } => {
                 cli::keys::run(&config, &env, command, &mut std::io::stdout().lock()).await?;
             }
+            Command::Audit { config, command } => {
+                cli::audit::run(&config, &env, command, &mut std::io::stdout().lock()).await?;
+            }
             Command::CheckConfig { .. } => {}
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::time::Instant;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::proxy::Proxy;
 use crate::tenancy::Tenancy;
@@ -17,6 +18,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub proxy: Arc<Proxy>,
     pub tenancy: Arc<Tenancy>,
+    pub meter: Arc<Meter>,
     pub admin: Option<AdminKey>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,

@@ -23,6 +23,14 @@ pub mod names {
     pub const CIRCUIT_STATE: &str = "sentinel_circuit_state";
     pub const TOKENS_TOTAL: &str = "sentinel_tokens_total";
     pub const STORE_ERRORS: &str = "sentinel_store_errors_total";
+    pub const COST_USD: &str = "sentinel_cost_usd_total";
+    pub const UNPRICED_REQUESTS: &str = "sentinel_unpriced_requests_total";
+    pub const RATE_LIMITED: &str = "sentinel_rate_limited_total";
+    pub const BUDGET_REJECTIONS: &str = "sentinel_budget_rejections_total";
+    pub const POLICY_VIOLATIONS: &str = "sentinel_policy_violations_total";
+    pub const AUDIT_QUEUE_DEPTH: &str = "sentinel_audit_queue_depth";
+    pub const AUDIT_WRITE_FAILURES: &str = "sentinel_audit_write_failures_total";
+    pub const AUDIT_SPILLED: &str = "sentinel_audit_spilled_total";
 }
 
 /// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
@@ -145,10 +153,70 @@ fn describe() {
         names::TOKENS_TOTAL,
         "Tokens metered, by tenant, model and kind."
     );
+    describe_counter!(
+        names::STORE_ERRORS,
+        "Failed store operations, by operation."
+    );
+    describe_counter!(
+        names::COST_USD,
+        "Money spent upstream, USD, by tenant and model."
+    );
+    describe_counter!(
+        names::UNPRICED_REQUESTS,
+        "Requests served by a model with no price (costed at 0)."
+    );
+    describe_counter!(
+        names::RATE_LIMITED,
+        "Requests refused by a rate limit, by tenant and limit (rpm, tpm)."
+    );
+    describe_counter!(
+        names::BUDGET_REJECTIONS,
+        "Requests refused because the tenant's budget is spent."
+    );
+    describe_counter!(
+        names::POLICY_VIOLATIONS,
+        "Policy violations recorded, by tenant, policy and mode (dry_run)."
+    );
+    describe_gauge!(
+        names::AUDIT_QUEUE_DEPTH,
+        "Audit records waiting for the writer."
+    );
+    describe_counter!(
+        names::AUDIT_WRITE_FAILURES,
+        "Audit batches the store refused (they were spilled)."
+    );
+    describe_counter!(
+        names::AUDIT_SPILLED,
+        "Audit records written to the local spill file."
+    );
 }
 
 fn register_at_zero(config: &Config) {
     metrics::gauge!(names::INFLIGHT).set(0.0);
+    metrics::gauge!(names::AUDIT_QUEUE_DEPTH).set(0.0);
+    metrics::counter!(names::AUDIT_WRITE_FAILURES).increment(0);
+    metrics::counter!(names::AUDIT_SPILLED).increment(0);
+    for op in [
+        "key_lookup",
+        "change_seq",
+        "limits",
+        "budget",
+        "audit_write",
+    ] {
+        metrics::counter!(names::STORE_ERRORS, "op" => op).increment(0);
+    }
+    for tenant in &config.tenants {
+        let t = tenant.id.clone();
+        metrics::counter!(names::BUDGET_REJECTIONS, "tenant" => t.clone()).increment(0);
+        for limit in ["rpm", "tpm"] {
+            metrics::counter!(names::RATE_LIMITED, "tenant" => t.clone(), "limit" => limit)
+                .increment(0);
+        }
+        for model in &config.models {
+            metrics::counter!(names::COST_USD, "tenant" => t.clone(), "model" => model.name.clone())
+                .increment(0);
+        }
+    }
     for provider in &config.providers {
         metrics::gauge!(names::CIRCUIT_STATE, "provider" => provider.name.clone()).set(0.0);
         for kind in UPSTREAM_ERROR_KINDS {

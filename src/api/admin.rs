@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::config::raw::{BudgetPeriod, PolicyMode};
 use crate::error::{ErrorCode, GatewayError};
-use crate::store::{KeyRecord, Limits, Store, StoreError, Tenant};
+use crate::store::{Budget, KeyRecord, Limits, Store, StoreError, Tenant};
 use crate::tenancy::{self, unix_now};
 
 /// What the admin handlers need.
@@ -28,10 +29,12 @@ pub struct TenantInput {
     pub name: Option<Option<String>>,
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// `null` removes the limits.
     #[serde(default)]
-    pub limits: Option<LimitsInput>,
+    pub limits: Option<Option<LimitsInput>>,
+    /// `null` removes the budget.
     #[serde(default)]
-    pub budget: Option<serde_json::Value>,
+    pub budget: Option<Option<BudgetInput>>,
 }
 
 /// `limits` of a tenant.
@@ -42,6 +45,18 @@ pub struct LimitsInput {
     pub rpm: Option<NonZeroU32>,
     #[serde(default)]
     pub tpm: Option<NonZeroU32>,
+    #[serde(default)]
+    pub mode: PolicyMode,
+}
+
+/// `budget` of a tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetInput {
+    pub limit_usd: f64,
+    pub period: BudgetPeriod,
+    #[serde(default)]
+    pub mode: PolicyMode,
 }
 
 /// Body of `POST /admin/tenants/{id}/keys`.
@@ -98,16 +113,28 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
-    if input.budget.is_some() {
-        return Err(invalid("budgets are not available in this build yet").with_param("budget"));
+    if let Some(budget) = input.budget {
+        tenant.budget = match budget {
+            None => None,
+            Some(b) if b.limit_usd.is_finite() && b.limit_usd >= 0.0 => Some(Budget {
+                limit_usd: b.limit_usd,
+                period: b.period,
+                mode: b.mode,
+            }),
+            Some(_) => {
+                return Err(
+                    invalid("budget.limit_usd must be a non-negative number of USD")
+                        .with_param("budget"),
+                )
+            }
+        };
     }
     if let Some(limits) = input.limits {
-        if limits.rpm.is_some() || limits.tpm.is_some() {
-            return Err(
-                invalid("rate limits are not available in this build yet").with_param("limits")
-            );
-        }
-        tenant.limits = Limits::default();
+        tenant.limits = limits.map_or_else(Limits::default, |l| Limits {
+            rpm: l.rpm,
+            tpm: l.tpm,
+            mode: l.mode,
+        });
     }
     if let Some(name) = input.name {
         tenant.name = name;

@@ -11,6 +11,7 @@ use axum::Json;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::policy::Policy;
 use crate::proxy::breaker::CircuitState;
 use crate::proxy::Proxy;
 use crate::tenancy::Tenancy;
@@ -20,6 +21,7 @@ use crate::tenancy::Tenancy;
 pub struct HealthState {
     pub proxy: Arc<Proxy>,
     pub tenancy: Arc<Tenancy>,
+    pub policy: Arc<Policy>,
     pub started: Instant,
 }
 
@@ -54,7 +56,7 @@ fn health(state: &HealthState) -> Health {
         .providers()
         .iter()
         .all(|p| p.breaker.state() == CircuitState::Closed);
-    let store_ok = state.tenancy.store_ok();
+    let store_ok = state.tenancy.store_ok() && !state.policy.degraded();
     let status = match (any_usable, all_closed && store_ok) {
         (false, _) => "down",
         (true, false) => "degraded",

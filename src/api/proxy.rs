@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::context::{ParsedBody, RequestId, RequestStart};
 use crate::error::{ErrorCode, GatewayError};
+use crate::metering::LedgerSlot;
 use crate::providers::Endpoint;
 use crate::proxy::{Proxy, RequestMeta};
 use crate::tenancy::RequestContext;
@@ -37,6 +38,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
         )
         .into_response();
     };
+    let ledger = ext.remove::<LedgerSlot>().and_then(|slot| slot.take());
     proxy
         .handle(
             RequestMeta {
@@ -46,6 +48,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
                 endpoint,
             },
             body,
+            ledger,
         )
         .await
 }

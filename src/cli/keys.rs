@@ -41,7 +41,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let config = Config::load(path, env)?;
-    let store = crate::store::open(&config.store, None).await?;
+    let store = crate::store::open(&config.store, config.audit.retention, None).await?;
     match command {
         KeysCommand::Create {
             tenant,

@@ -1,5 +1,6 @@
-//! Command-line interface: `serve`, `check-config`, `mock-provider`.
+//! Command-line interface: `serve`, `check-config`, `keys`, `audit`, `mock-provider`.
 
+pub mod audit;
 pub mod check_config;
 pub mod keys;
 pub mod mock_provider;
@@ -37,6 +38,13 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Check the audit log in the configured store.
+    Audit {
+        #[arg(long, default_value = "config/sentinel.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Run a fast OpenAI-compatible (and Anthropic-shaped) mock upstream.
     MockProvider(mock_provider::MockArgs),
 }
@@ -58,4 +66,6 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("audit chain broken: {0}")]
+    Tampered(String),
 }

@@ -5,15 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::CliError;
+use crate::audit::spill::Spill;
+use crate::audit::writer::AuditWriter;
+use crate::audit::AuditSink;
 use crate::config::{Config, EnvSource};
+use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
+use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::server::{self, stack};
 use crate::state::AppState;
 use crate::tasks::Tasks;
 use crate::telemetry;
 use crate::tenancy::{self, Tenancy};
+use crate::tokens::Tokenizer;
 
 /// How often histogram buffers are folded into the exported state.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -42,7 +48,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!(addr = %mock.addr(), "demo mock provider listening ([demo] mock_provider)");
     }
 
-    let store = crate::store::open(&config.store, Some(&tasks)).await?;
+    let store = crate::store::open(&config.store, config.audit.retention, Some(&tasks)).await?;
     tenancy::bootstrap(store.as_ref(), &config.tenants).await?;
     let tenancy = Arc::new(Tenancy::new(Arc::clone(&store)));
     tenancy.spawn_watch(&tasks);
@@ -54,11 +60,35 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!("SENTINEL_ADMIN_KEY is not set: the admin API is off");
     }
 
-    let proxy = Arc::new(Proxy::new(&config)?);
+    // Built once: tiktoken's encoders take ~100 ms to load.
+    let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
+    let policy = Arc::new(Policy::new(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&tokenizer),
+        &config.pricing,
+    ));
+    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(config.audit.queue_capacity);
+    let spill =
+        Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let writer = AuditWriter::new(Arc::clone(&store), spill);
+    tracing::info!(chain = writer.chain(), "audit writer started");
+    tasks.spawn("audit-writer", writer.run(audit_rx, tasks.shutdown_token()));
+    let meter = Arc::new(Meter::new(
+        tokenizer,
+        Arc::clone(&config.pricing),
+        Arc::clone(&policy),
+        AuditSink::new(audit_tx, tasks.clone()),
+        tasks.clone(),
+        config.audit.store_bodies,
+    ));
+
+    let proxy = Arc::new(Proxy::new(&config, tasks.clone())?);
     let state = AppState {
         config: Arc::clone(&config),
         proxy,
         tenancy,
+        meter,
         admin,
         metrics: Some(metrics),
         started,

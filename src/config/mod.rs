@@ -83,7 +83,22 @@ pub struct Config {
     pub providers: Vec<Arc<ProviderConfig>>,
     pub models: Vec<ModelConfig>,
     pub tenants: Vec<TenantConfig>,
+    pub audit: AuditConfig,
+    /// The built-in price list with the `[pricing]` overrides applied.
+    #[serde(skip)]
+    pub pricing: Arc<crate::tokens::pricing::PricingTable>,
     pub demo: DemoConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditConfig {
+    pub store_bodies: raw::StoreBodies,
+    #[serde(serialize_with = "humane")]
+    pub retention: Duration,
+    /// Where records wait while the store is unreachable.
+    pub spill_path: PathBuf,
+    pub queue_capacity: usize,
 }
 
 /// A tenant declared in the config (bootstrap): created or updated at start-up.
@@ -92,6 +107,8 @@ pub struct TenantConfig {
     pub id: String,
     pub name: Option<String>,
     pub models: Vec<String>,
+    pub limits: crate::store::Limits,
+    pub budget: Option<crate::store::Budget>,
     pub keys: Vec<BootstrapKey>,
 }
 

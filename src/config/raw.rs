@@ -379,6 +379,9 @@ pub struct RawLimits {
     pub rpm: Option<u32>,
     #[serde(default)]
     pub tpm: Option<u32>,
+    /// `dry_run` records violations instead of refusing.
+    #[serde(default)]
+    pub mode: PolicyMode,
 }
 
 /// Budget period.

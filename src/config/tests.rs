@@ -142,8 +142,8 @@ fn unbuilt_features_are_refused_not_ignored() {
         ("[cache.exact]\nenabled = true\n", "cache.exact.enabled"),
         ("[judge]\nenabled = true\n", "judge.enabled"),
         (
-            "[[tenants]]\nid = \"acme\"\nlimits = { rpm = 5 }\n",
-            "tenants[0].limits",
+            "[[tenants]]\nid = \"acme\"\ncache = { exact = true }\n",
+            "tenants[0].cache",
         ),
     ] {
         let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
@@ -154,6 +154,61 @@ fn unbuilt_features_are_refused_not_ignored() {
             "{extra}: {err}"
         );
     }
+}
+
+#[test]
+fn tenant_limits_budgets_audit_and_pricing_parse() {
+    let extra = r#"
+[audit]
+retention = "7d"
+store_bodies = "redacted"
+
+[pricing."my-model"]
+input = 1.5
+output = 2.25
+
+[[tenants]]
+id = "acme"
+limits = { rpm = 5, tpm = 1000, mode = "dry_run" }
+budget = { limit_usd = 12.5, period = "day" }
+"#;
+    let cfg = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")]).unwrap();
+    let t = &cfg.tenants[0];
+    assert_eq!(t.limits.rpm.map(std::num::NonZeroU32::get), Some(5));
+    assert_eq!(t.limits.tpm.map(std::num::NonZeroU32::get), Some(1000));
+    assert_eq!(t.limits.mode, crate::config::raw::PolicyMode::DryRun);
+    let b = t.budget.unwrap();
+    assert!((b.limit_usd - 12.5).abs() < f64::EPSILON);
+    assert_eq!(b.period, crate::config::raw::BudgetPeriod::Day);
+    assert_eq!(
+        cfg.audit.retention,
+        std::time::Duration::from_secs(7 * 86_400)
+    );
+    let price = cfg.pricing.price("my-model").unwrap();
+    assert_eq!((price.input, price.output), (1_500_000, 2_250_000));
+    assert!(
+        cfg.pricing.price("gpt-4o-mini").is_some(),
+        "built-in list kept"
+    );
+
+    for (bad, key) in [
+        ("limits = { rpm = 0 }", "tenants[0].limits.rpm"),
+        (
+            "budget = { limit_usd = -1.0, period = \"day\" }",
+            "tenants[0].budget.limit_usd",
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[[tenants]]\nid = \"acme\"\n{bad}\n");
+        let err = load(&text, &[("OPENAI_API_KEY", "k")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    let text = format!("{MINIMAL}\n[pricing.\"x\"]\ninput = -1.0\noutput = 1.0\n");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pricing"), "{err}");
 }
 
 #[test]

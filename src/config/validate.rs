@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{self, ProviderKind, RawConfig, StoreBackend, StoreBodies, Strategy};
+use crate::store::{Budget, Limits};
+
+use super::raw::{self, ProviderKind, RawConfig, StoreBackend, Strategy};
 use super::{
-    BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig, ProviderConfig,
-    RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
+    AuditConfig, BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig,
+    ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
 };
 
 /// `(key path, reason)` of the first problem found.
@@ -63,6 +65,8 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
     let providers = providers(&raw.providers, env)?;
     let models = models(&raw.models, &providers)?;
     let tenants = tenants(&raw.tenants, &models, env)?;
+    let audit = audit(&raw.audit)?;
+    let pricing = std::sync::Arc::new(pricing(&raw.pricing)?);
     let demo = DemoConfig {
         mock_provider: match raw.demo.mock_provider.trim() {
             "" => None,
@@ -75,6 +79,8 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         providers,
         models,
         tenants,
+        audit,
+        pricing,
         demo,
     })
 }
@@ -118,7 +124,7 @@ fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
 /// so a config never silently means less than it says.
 fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
     const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 9] = [
+    let checks: [(bool, &str, &str); 7] = [
         (
             raw.cache.exact.enabled,
             "cache.exact.enabled",
@@ -142,16 +148,10 @@ fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
             "the shield",
         ),
         (
-            raw.audit.store_bodies != StoreBodies::None,
-            "audit.store_bodies",
-            "the audit log",
-        ),
-        (
             !raw.telemetry.otlp_endpoint.trim().is_empty(),
             "telemetry.otlp_endpoint",
             "trace export",
         ),
-        (!raw.pricing.is_empty(), "pricing", "cost accounting"),
     ];
     for (on, key, feature) in checks {
         if on {
@@ -178,8 +178,6 @@ fn tenants(
                 return Err(problem(key("id"), format!("`{}` is used twice or is not 1-64 characters of A-Z a-z 0-9 _ - (not starting with _)", t.id)));
             }
             for (on, field, feature) in [
-                (t.limits.is_some(), "limits", "rate limits"),
-                (t.budget.is_some(), "budget", "budgets"),
                 (t.cache.is_some(), "cache", "the cache"),
                 (t.judge.is_some(), "judge", "the LLM judge"),
                 (t.shield.is_some(), "shield", "the shield"),
@@ -207,9 +205,77 @@ fn tenants(
                     Ok::<_, Problem>(BootstrapKey { name: k.name.clone(), key_env: k.key_env.clone(), secret: Secret::new(secret) })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), keys })
+            let limits = match &t.limits {
+                None => Limits::default(),
+                Some(l) => Limits {
+                    rpm: positive(&key("limits.rpm"), l.rpm)?,
+                    tpm: positive(&key("limits.tpm"), l.tpm)?,
+                    mode: l.mode,
+                },
+            };
+            let budget = match &t.budget {
+                None => None,
+                Some(b) => {
+                    if !(b.limit_usd.is_finite() && b.limit_usd >= 0.0) {
+                        return Err(problem(key("budget.limit_usd"), "must be a non-negative number of USD"));
+                    }
+                    Some(Budget { limit_usd: b.limit_usd, period: b.period, mode: b.mode })
+                }
+            };
+            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, keys })
         })
         .collect()
+}
+
+fn positive(key: &str, n: Option<u32>) -> Result<Option<std::num::NonZeroU32>, Problem> {
+    match n {
+        None => Ok(None),
+        Some(n) => std::num::NonZeroU32::new(n)
+            .map(Some)
+            .ok_or_else(|| problem(key, "must be at least 1 (leave it out for no limit)")),
+    }
+}
+
+fn audit(raw: &raw::RawAudit) -> Result<AuditConfig, Problem> {
+    if raw.queue_capacity == 0 {
+        return Err(problem("audit.queue_capacity", "must be at least 1"));
+    }
+    Ok(AuditConfig {
+        store_bodies: raw.store_bodies,
+        retention: duration("audit.retention", &raw.retention)?,
+        spill_path: raw.spill_path.clone().into(),
+        queue_capacity: raw.queue_capacity,
+    })
+}
+
+fn pricing(
+    raw: &std::collections::BTreeMap<String, raw::RawPrice>,
+) -> Result<crate::tokens::pricing::PricingTable, Problem> {
+    let table = crate::tokens::pricing::PricingTable::builtin().map_err(|e| {
+        problem(
+            "pricing",
+            format!("the built-in price list is invalid: {e}"),
+        )
+    })?;
+    let overrides: Vec<(String, crate::tokens::pricing::PriceEntry)> = raw
+        .iter()
+        .map(|(model, p)| {
+            (
+                model.clone(),
+                crate::tokens::pricing::PriceEntry {
+                    input: p.input,
+                    output: p.output,
+                    cached_input: p.cached_input,
+                    cache_write: p.cache_write,
+                    reasoning: p.reasoning,
+                    source: p.source.clone(),
+                },
+            )
+        })
+        .collect();
+    table
+        .with_overrides(overrides.iter().map(|(m, p)| (m.as_str(), p)))
+        .map_err(|e| problem("pricing", e.to_string()))
 }
 
 fn server(raw: &raw::RawServer) -> Result<ServerConfig, Problem> {

@@ -23,6 +23,7 @@ pub struct SseObserver {
     done: bool,
     first_token_at: Option<Instant>,
     saw_error: bool,
+    content_chunks: u64,
 }
 
 #[derive(Deserialize)]
@@ -43,12 +44,19 @@ impl SseObserver {
             done: false,
             first_token_at: None,
             saw_error: false,
+            content_chunks: 0,
         }
     }
 
     /// Usage reported by the upstream, if any.
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+
+    /// Chunks that carried generated content: about one token each, the estimate of the
+    /// completion when the upstream reports no usage.
+    pub fn content_chunks(&self) -> u64 {
+        self.content_chunks
     }
 
     /// Whether `data: [DONE]` went by.
@@ -132,8 +140,11 @@ impl SseObserver {
             self.done = true;
             return false;
         }
-        if self.first_token_at.is_none() && has_token(data) {
-            self.first_token_at = Some(Instant::now());
+        if has_token(data) {
+            self.content_chunks += 1;
+            if self.first_token_at.is_none() {
+                self.first_token_at = Some(Instant::now());
+            }
         }
         if data.starts_with(b"{\"error\"") {
             self.saw_error = true;

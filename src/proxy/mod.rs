@@ -27,21 +27,25 @@ use serde::Deserialize;
 use self::attempt::AttemptError;
 use self::breaker::Health;
 use self::provider::ProviderRuntime;
-use self::record::{Completion, InflightGuard, RouteMetrics};
+use self::record::{Completion, Ending, InflightGuard, RouteMetrics};
 use self::route::{LatencyTracker, ModelRoutes, Route};
 use self::stream::ProxyStream;
 use crate::config::{Config, ProviderKind};
 use crate::context::{ApiRequest, ParsedBody, RequestId};
 use crate::error::{error_body, ErrorCode, GatewayError};
+use crate::metering::{Finish, Ledger};
 use crate::openai::usage::Usage;
 use crate::providers::{self, anthropic, Endpoint, TargetError};
 use crate::telemetry::names;
 use crate::tenancy::RequestContext;
+use crate::tokens::pricing::format_usd;
 
 /// `x-sentinel-provider`: the provider that answered.
 pub static X_SENTINEL_PROVIDER: HeaderName = HeaderName::from_static("x-sentinel-provider");
 /// `x-sentinel-overhead-ms`: time in the gateway, upstream time excluded.
 pub static X_SENTINEL_OVERHEAD_MS: HeaderName = HeaderName::from_static("x-sentinel-overhead-ms");
+/// `x-sentinel-cost-usd`: what a non-streaming answer cost, exact decimal USD.
+pub static X_SENTINEL_COST_USD: HeaderName = HeaderName::from_static("x-sentinel-cost-usd");
 /// `x-sentinel-cache`: how the cache answered.
 pub static X_SENTINEL_CACHE: HeaderName = HeaderName::from_static("x-sentinel-cache");
 
@@ -53,6 +57,8 @@ pub struct Proxy {
     client: attempt::UpstreamClient,
     request_timeout: Duration,
     max_response_bytes: usize,
+    /// Owns the drains of streams whose clients went away.
+    tasks: crate::tasks::Tasks,
 }
 
 /// Why the proxy could not be built.
@@ -82,7 +88,7 @@ struct UsageOnly {
 
 impl Proxy {
     /// Builds the runtime routes and the upstream client from `config`.
-    pub fn new(config: &Config) -> Result<Self, ProxyInitError> {
+    pub fn new(config: &Config, tasks: crate::tasks::Tasks) -> Result<Self, ProxyInitError> {
         let providers: Vec<Arc<ProviderRuntime>> = config
             .providers
             .iter()
@@ -122,6 +128,7 @@ impl Proxy {
             client,
             request_timeout: config.server.request_timeout,
             max_response_bytes: config.server.max_response_bytes.get(),
+            tasks,
         })
     }
 
@@ -137,22 +144,40 @@ impl Proxy {
         &self.providers
     }
 
-    /// Proxies one parsed request and answers.
-    pub async fn handle(&self, meta: RequestMeta, body: ParsedBody) -> Response {
+    /// Proxies one parsed request and answers. `ledger` is the request's accounting (opened
+    /// by the admission layer); every path below finishes it.
+    pub async fn handle(
+        &self,
+        meta: RequestMeta,
+        body: ParsedBody,
+        ledger: Option<Ledger>,
+    ) -> Response {
+        let refuse = |err: GatewayError, model: &str, ledger: Option<Ledger>| {
+            record::record_rejected(
+                meta.endpoint,
+                &meta.caller.tenant.id,
+                model,
+                err.code.status().as_u16(),
+                meta.started,
+            );
+            if let Some(ledger) = ledger {
+                ledger.finish(Finish {
+                    status: err.code.status().as_u16(),
+                    provider: "none",
+                    error: Some(err.code.as_str().to_owned()),
+                    overhead: meta.started.elapsed(),
+                    ..Finish::default()
+                });
+            }
+            err.into_response()
+        };
         let Some(model) = self.models.get(body.api.model()) else {
             let err = GatewayError::new(
                 ErrorCode::ModelNotFound,
                 format!("the model `{}` does not exist", body.api.model()),
             )
             .with_param("model");
-            record::record_rejected(
-                meta.endpoint,
-                &meta.caller.tenant.id,
-                "unknown",
-                err.code.status().as_u16(),
-                meta.started,
-            );
-            return err.into_response();
+            return refuse(err, "unknown", ledger);
         };
         if !meta.caller.allows_model(&model.name) {
             let err = GatewayError::new(
@@ -160,14 +185,7 @@ impl Proxy {
                 format!("this key may not use the model `{}`", model.name),
             )
             .with_param("model");
-            record::record_rejected(
-                meta.endpoint,
-                &meta.caller.tenant.id,
-                &model.name,
-                err.code.status().as_u16(),
-                meta.started,
-            );
-            return err.into_response();
+            return refuse(err, &model.name, ledger);
         }
         let inflight = InflightGuard::new();
         let deadline = meta.started + self.request_timeout;
@@ -178,6 +196,7 @@ impl Proxy {
             body,
             upstream_time: Duration::ZERO,
             inflight: Some(inflight),
+            ledger,
         };
         match call.run(deadline).await {
             Ok(resp) => resp,
@@ -189,9 +208,19 @@ impl Proxy {
                     err.code.status().as_u16(),
                     call.meta.started,
                 );
+                let overhead = call.overhead();
+                if let Some(ledger) = call.ledger.take() {
+                    ledger.finish(Finish {
+                        status: err.code.status().as_u16(),
+                        provider: "none",
+                        error: Some(err.code.as_str().to_owned()),
+                        overhead,
+                        ..Finish::default()
+                    });
+                }
                 let mut resp = err.into_response();
                 // The upstream time of the failed attempts is excluded here too.
-                set_overhead(resp.headers_mut(), call.overhead());
+                set_overhead(resp.headers_mut(), overhead);
                 resp
             }
         }
@@ -207,6 +236,7 @@ struct Call<'a> {
     /// Time spent waiting on providers (attempts and backoff), excluded from the overhead.
     upstream_time: Duration,
     inflight: Option<InflightGuard>,
+    ledger: Option<Ledger>,
 }
 
 impl Call<'_> {
@@ -361,7 +391,13 @@ impl Call<'_> {
                 body
             };
             let completion = self.completion(route);
-            completion.finish(status.as_u16(), None, None);
+            completion.finish(
+                status.as_u16(),
+                Ending {
+                    error: Some(format!("provider answered {}", status.as_u16())),
+                    ..Ending::default()
+                },
+            );
             return Ok((
                 json_response(status, body, &route.provider.name, self.overhead()),
                 Health::Healthy,
@@ -380,6 +416,7 @@ impl Call<'_> {
                 idle,
                 deadline.into(),
                 completion,
+                self.proxy.tasks.clone(),
             );
             let mut response = Response::new(Body::new(body));
             let headers = response.headers_mut();
@@ -409,11 +446,28 @@ impl Call<'_> {
         };
         let overhead = self.overhead();
         let completion = self.completion(route);
-        completion.finish(200, usage.as_ref(), None);
-        Ok((
-            json_response(StatusCode::OK, body, &route.provider.name, overhead),
-            Health::Healthy,
-        ))
+        let completion_estimate = match (&usage, self.meta.endpoint) {
+            (None, Endpoint::Chat) => completion.estimate_completion(&body),
+            _ => None,
+        };
+        let priced = completion.finish(
+            200,
+            Ending {
+                usage: usage.as_ref(),
+                completion_estimate,
+                response_body: Some(body.clone()),
+                ..Ending::default()
+            },
+        );
+        let mut response = json_response(StatusCode::OK, body, &route.provider.name, overhead);
+        if let Some(priced) = priced {
+            if let Ok(v) = HeaderValue::from_str(&format_usd(priced.cost_nano)) {
+                response
+                    .headers_mut()
+                    .insert(X_SENTINEL_COST_USD.clone(), v);
+            }
+        }
+        Ok((response, Health::Healthy))
     }
 
     fn overhead(&self) -> Duration {
@@ -429,10 +483,12 @@ impl Call<'_> {
             endpoint: self.meta.endpoint,
             model: Arc::clone(&self.model.name),
             provider: Arc::clone(&route.provider.name),
+            upstream_model: Arc::clone(&route.model),
             tenant: Arc::clone(&self.meta.caller.tenant_id),
             metrics: Arc::clone(&route.metrics),
             overhead: self.overhead(),
             inflight: self.inflight.take().unwrap_or_default(),
+            ledger: self.ledger.take(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::metering::{Finish, Ledger, Priced};
 use crate::openai::usage::{TokenCounts, Usage};
 use crate::providers::Endpoint;
 use crate::telemetry::names;
@@ -118,16 +119,59 @@ pub struct Completion {
     pub endpoint: Endpoint,
     pub model: Arc<str>,
     pub provider: Arc<str>,
+    /// The provider's id of the model that served the request (what is billed).
+    pub upstream_model: Arc<str>,
     pub tenant: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     /// Time spent in the gateway until the response head, upstream time excluded.
     pub overhead: Duration,
     pub inflight: InflightGuard,
+    /// The request's accounting; `None` only where no tenant is metered (tests).
+    pub ledger: Option<Ledger>,
+}
+
+/// How a proxied request ended, beyond its status.
+#[derive(Debug, Default)]
+pub struct Ending<'a> {
+    pub usage: Option<&'a Usage>,
+    /// The instant the first streamed token went by.
+    pub first_token: Option<Instant>,
+    /// Completion tokens counted by the gateway, for an upstream that reported no usage.
+    pub completion_estimate: Option<u64>,
+    pub error: Option<String>,
+    pub response_body: Option<bytes::Bytes>,
 }
 
 impl Completion {
-    /// Records the outcome. `first_token` is the instant the first streamed token went by.
-    pub fn finish(self, status: u16, usage: Option<&Usage>, first_token: Option<Instant>) {
+    /// Completion tokens of a non-streaming answer's text, for an upstream without usage.
+    pub fn estimate_completion(&self, body: &[u8]) -> Option<u64> {
+        let ledger = self.ledger.as_ref()?;
+        let answer: crate::openai::chat::ChatCompletion = serde_json::from_slice(body).ok()?;
+        let text: String = answer
+            .choices
+            .iter()
+            .filter_map(|c| c.message.content.as_deref())
+            .collect();
+        Some(ledger.count_text(&self.upstream_model, &text))
+    }
+
+    /// Records the outcome; returns what it cost (when metered).
+    pub fn finish(mut self, status: u16, ending: Ending<'_>) -> Option<Priced> {
+        let priced = self.ledger.take().map(|ledger| {
+            ledger.finish(Finish {
+                status,
+                provider: &self.provider,
+                upstream_model: Some(&self.upstream_model),
+                usage: ending.usage,
+                completion_estimate: ending.completion_estimate,
+                first_token: ending.first_token,
+                overhead: self.overhead,
+                error: ending.error,
+                saved_nano: 0,
+                response_body: ending.response_body,
+            })
+        });
+        let first_token = ending.first_token;
         let m = self.metrics.tenant(&self.tenant);
         if status == 200 {
             m.ok_requests.increment(1);
@@ -144,11 +188,13 @@ impl Completion {
                 .ttft
                 .record(at.saturating_duration_since(self.started).as_secs_f64());
         }
-        if let Some(usage) = usage {
-            let counts = TokenCounts::from(usage);
-            m.prompt_tokens.increment(counts.prompt);
-            m.completion_tokens.increment(counts.completion);
-        }
+        let counts = priced.map_or_else(
+            || ending.usage.map(TokenCounts::from).unwrap_or_default(),
+            |p| p.counts,
+        );
+        m.prompt_tokens.increment(counts.prompt);
+        m.completion_tokens.increment(counts.completion);
+        priced
     }
 }
 

@@ -17,14 +17,21 @@ use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::record::{Completion, CLIENT_CLOSED};
+use super::record::{Completion, Ending, CLIENT_CLOSED};
 use crate::error::{error_body, ErrorCode};
 use crate::openai::sse::SseObserver;
 use crate::providers::anthropic::StreamTranslator;
 
+/// After a client disconnect, the upstream is read on for at most this long...
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(30);
+/// ...and at most this many bytes, to learn the usage (no stream may end unbilled).
+pub const DRAIN_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// The body of a proxied SSE response.
 pub struct ProxyStream {
-    upstream: Incoming,
+    /// `None` once handed to the drain after a client disconnect.
+    upstream: Option<Incoming>,
+    tasks: crate::tasks::Tasks,
     translator: Option<StreamTranslator>,
     observer: SseObserver,
     idle: Duration,
@@ -42,9 +49,11 @@ impl ProxyStream {
         idle: Duration,
         deadline: tokio::time::Instant,
         completion: Completion,
+        tasks: crate::tasks::Tasks,
     ) -> Self {
         Self {
-            upstream,
+            upstream: Some(upstream),
+            tasks,
             translator,
             observer: SseObserver::new(strip_usage),
             idle,
@@ -61,7 +70,23 @@ impl ProxyStream {
                 .as_ref()
                 .and_then(StreamTranslator::usage)
                 .or(self.observer.usage());
-            completion.finish(status, usage, self.observer.first_token_at());
+            let completion_estimate = usage.is_none().then(|| self.observer.content_chunks());
+            completion.finish(
+                status,
+                Ending {
+                    usage,
+                    first_token: self.observer.first_token_at(),
+                    completion_estimate,
+                    error: (status != 200).then(|| {
+                        if status == CLIENT_CLOSED {
+                            "client_disconnected".to_owned()
+                        } else {
+                            "stream failed".to_owned()
+                        }
+                    }),
+                    response_body: None,
+                },
+            );
         }
     }
 
@@ -145,8 +170,11 @@ impl ProxyStream {
         if this.completion.is_none() {
             return Poll::Ready(None);
         }
+        let Some(upstream) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
+            match Pin::new(&mut *upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(frame) = frame.into_data() else {
                         continue;
@@ -207,7 +235,70 @@ impl ProxyStream {
 
 impl Drop for ProxyStream {
     fn drop(&mut self) {
-        // Dropped before the end: the client went away.
-        self.finish(CLIENT_CLOSED);
+        // Dropped before the end: the client went away. The upstream is read on in the
+        // background (bounded) so the usage it reports at the end is billed.
+        let (Some(completion), Some(upstream)) = (self.completion.take(), self.upstream.take())
+        else {
+            return;
+        };
+        let translator = self.translator.take();
+        let observer = std::mem::replace(&mut self.observer, SseObserver::new(true));
+        self.tasks.spawn(
+            "stream-drain",
+            drain(upstream, translator, observer, completion),
+        );
     }
+}
+
+/// Reads what is left of an abandoned stream (bounded by [`DRAIN_MAX_TIME`] and
+/// [`DRAIN_MAX_BYTES`]), then records it as a client disconnect with the usage it found.
+async fn drain(
+    mut upstream: Incoming,
+    mut translator: Option<StreamTranslator>,
+    mut observer: SseObserver,
+    completion: Completion,
+) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    let reading = async {
+        while let Some(Ok(frame)) = upstream.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            read += data.len();
+            let data = match translator.as_mut() {
+                None => data,
+                Some(t) => match t.push(&data) {
+                    Ok(out) => out,
+                    Err(_) => break,
+                },
+            };
+            let _ = observer.observe(data);
+            if read > DRAIN_MAX_BYTES || observer.is_done() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, reading).await;
+    if let Some(t) = translator.as_mut() {
+        if let Ok(rest) = t.finish() {
+            let _ = observer.observe(rest);
+        }
+    }
+    let _ = observer.finish();
+    let usage = translator
+        .as_ref()
+        .and_then(StreamTranslator::usage)
+        .or(observer.usage());
+    let completion_estimate = usage.is_none().then(|| observer.content_chunks());
+    completion.finish(
+        CLIENT_CLOSED,
+        Ending {
+            usage,
+            first_token: observer.first_token_at(),
+            completion_estimate,
+            error: Some("client_disconnected".to_owned()),
+            response_body: None,
+        },
+    );
 }

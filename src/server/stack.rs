@@ -13,11 +13,13 @@
 //! Proxy routes (`/v1/chat/completions`, `/v1/embeddings`), then:
 //! 5. `ParseBodyLayer` — reads the body once within `server.max_body_bytes` (413 otherwise),
 //!    parses it once, inserts [`ParsedBody`] (400 `invalid_body` on bad JSON).
-//!    Limits and budgets, shield and cache slot in here as they land, each reading
-//!    `RequestContext` and `ParsedBody`.
-//! 6. handler → [`Proxy::handle`] — checks the tenant's model allow-list (403), routes,
-//!    retries, falls back, streams; reads `RequestContext`, `ParsedBody`, `RequestId`,
-//!    `RequestStart`; records the outcome once per request.
+//! 6. `AdmitLayer` — opens the request's [`Ledger`] (its accounting, finished exactly once
+//!    whatever happens next) and applies the tenant's model allow-list (403), `rpm`/`tpm`
+//!    limits and budget (429), reserving tokens and money; adds `x-ratelimit-*` headers.
+//!    Reads `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart`; inserts `Ledger`.
+//! 7. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
+//!    `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart` and takes the `Ledger`,
+//!    which it finishes with the usage when the answer (or stream) ends.
 //!
 //! Other routes (`/v1/models`, `/admin/*`, health, metrics), then:
 //! 5. `api_timeout` — `server.api_timeout`, 504 `timeout` when exceeded. (Proxy routes carry
@@ -29,6 +31,7 @@
 //! [`RequestStart`]: crate::context::RequestStart
 //! [`ParsedBody`]: crate::context::ParsedBody
 //! [`Proxy::handle`]: crate::proxy::Proxy::handle
+//! [`Ledger`]: crate::metering::Ledger
 
 use std::sync::Arc;
 
@@ -43,10 +46,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use super::routes;
 use crate::api::{self, health::HealthState};
 use crate::error::{ErrorCode, GatewayError};
+use crate::middleware::admit::AdmitLayer;
 use crate::middleware::auth::AuthLayer;
 use crate::middleware::parse::{BodyKind, ParseBodyLayer};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::timeout::api_timeout;
+use crate::providers::Endpoint;
 use crate::state::AppState;
 
 /// Builds the whole application.
@@ -57,23 +62,38 @@ pub fn app(state: &AppState) -> Router {
     let proxy_routes = Router::new()
         .route(
             routes::CHAT_COMPLETIONS,
-            post(api::proxy::chat_completions).layer(ParseBodyLayer::new(BodyKind::Chat, limit)),
+            post(api::proxy::chat_completions)
+                .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
+                .layer(ParseBodyLayer::new(BodyKind::Chat, limit)),
         )
         .route(
             routes::EMBEDDINGS,
-            post(api::proxy::embeddings).layer(ParseBodyLayer::new(BodyKind::Embeddings, limit)),
+            post(api::proxy::embeddings)
+                .layer(AdmitLayer::new(
+                    Arc::clone(&state.meter),
+                    Endpoint::Embeddings,
+                ))
+                .layer(ParseBodyLayer::new(BodyKind::Embeddings, limit)),
         )
         .with_state(Arc::clone(&state.proxy));
 
     let health = HealthState {
         proxy: Arc::clone(&state.proxy),
         tenancy: Arc::clone(&state.tenancy),
+        policy: Arc::clone(state.meter.policy()),
         started: state.started,
     };
     let timeout = server.api_timeout;
     let api_routes = Router::new()
         .route(routes::MODELS, get(api::models::list))
         .with_state(Arc::clone(&state.proxy))
+        .merge(
+            Router::new()
+                .route("/v1/usage", get(api::usage::report))
+                .route("/v1/audit", get(api::audit::list))
+                .route("/v1/audit/{request_id}", get(api::audit::one))
+                .with_state(Arc::clone(state.tenancy.store())),
+        )
         .merge(
             Router::new()
                 .route("/health", get(api::health::detail))

@@ -4,7 +4,9 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::{Budget, KeyRecord, Limits, Store, Tenant};
+use super::{
+    AuditQuery, Budget, KeyRecord, Limits, Outcome, Settlement, Store, Tenant, WindowSettle,
+};
 use crate::config::raw::{BudgetPeriod, PolicyMode};
 
 /// Runs every check; each uses its own tenant ids, so one store serves them all.
@@ -15,6 +17,8 @@ pub async fn run_all<S: Store>(store: &S) {
     window_adjust(store).await;
     budgets(store).await;
     concurrent_takes_are_atomic(store).await;
+    audit_outcomes(store).await;
+    audit_pages(store).await;
 }
 
 fn tenant(id: &str) -> Tenant {
@@ -25,6 +29,7 @@ fn tenant(id: &str) -> Tenant {
         limits: Limits {
             rpm: NonZeroU32::new(60),
             tpm: None,
+            mode: PolicyMode::Enforce,
         },
         budget: Some(Budget {
             limit_usd: 12.5,
@@ -265,4 +270,222 @@ async fn concurrent_takes_are_atomic<S: Store>(s: &S) {
         .filter(|d| d.as_ref().unwrap().allowed)
         .count();
     assert_eq!(admitted, 20);
+}
+
+fn outcome(tenant: &str, id: &str, ts_ms: u64, seq: u64, prev: &str) -> Outcome {
+    let mut record = crate::audit::record::sample(tenant, id, ts_ms);
+    record.seal("w-test", seq, prev);
+    Outcome {
+        record,
+        cost_nano: 1_500,
+        saved_nano: 0,
+        settle: Settlement::default(),
+    }
+}
+
+/// Outcomes are written once, with their rollups and settlements, and replays change nothing.
+/// Midnight UTC two days ago: recent enough to be inside any retention.
+fn recent_midnight() -> u64 {
+    let day = 86_400_000;
+    crate::audit::record::now_ms() / day * day - 2 * day
+}
+
+async fn audit_outcomes<S: Store>(s: &S) {
+    use crate::audit::record::day_of;
+    let t0 = recent_midnight();
+    let (d1, d2, d3) = (
+        day_of(t0),
+        day_of(t0 + 86_400_000),
+        day_of(t0 + 2 * 86_400_000),
+    );
+    let month = d1[..7].to_owned();
+    let w = Duration::from_secs(60);
+    // Reservations made before the requests ran.
+    assert!(
+        s.budget_reserve("au-t", &month, 10_000, 1_000_000, true)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        s.window_take("au-t:tpm", 1_000, w, 100, t0)
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let a = outcome("au-t", "req-a", t0, 1, crate::audit::record::GENESIS);
+    let mut b = outcome("au-t", "req-b", t0 + 1, 2, &a.record.hash);
+    b.cost_nano = 2_500;
+    b.settle = Settlement {
+        budget: Some((month.clone(), 10_000)),
+        windows: vec![WindowSettle {
+            scope: "au-t:tpm".into(),
+            window_ms: 60_000,
+            delta: -85,
+            taken_at_ms: t0,
+        }],
+    };
+    let mut hit = outcome("au-t", "req-c", t0 + 86_400_000, 3, &b.record.hash);
+    hit.record.cache = "exact".into();
+    hit.record.model = "other".into();
+    hit.cost_nano = 0;
+    hit.saved_nano = 700;
+    let batch = vec![a.clone(), b.clone(), hit.clone()];
+    assert_eq!(s.record_outcomes(&batch).await.unwrap(), 3);
+    // A replay (after a spill) is skipped whole: no second settlement, no double count.
+    assert_eq!(s.record_outcomes(&batch).await.unwrap(), 0);
+
+    assert_eq!(s.budget_state("au-t", &month).await.unwrap(), (2_500, 0));
+    // 100 reserved, settled to 15: 985 tokens left in the window.
+    assert!(
+        s.window_take("au-t:tpm", 1_000, w, 985, t0 + 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let rows = s.usage_rows("au-t", &d1, &d2).await.unwrap();
+    let day1: Vec<_> = rows.iter().filter(|r| r.day == d1).collect();
+    assert_eq!(day1.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            day1[0].requests,
+            day1[0].prompt_tokens,
+            day1[0].completion_tokens,
+            day1[0].cost_nano
+        ),
+        (2, 20, 10, 4_000)
+    );
+    let day2 = rows.iter().find(|r| r.day == d2).unwrap();
+    assert_eq!(
+        (
+            day2.model.as_str(),
+            day2.cache_hits,
+            day2.saved_nano,
+            day2.cost_nano
+        ),
+        ("other", 1, 700, 0)
+    );
+    assert!(s.usage_rows("au-t", &d3, &d3).await.unwrap().is_empty());
+    assert!(s.usage_rows("other-t", &d1, &d2).await.unwrap().is_empty());
+
+    // Lookups are per tenant.
+    let got = s.audit_get("au-t", "req-b").await.unwrap().unwrap();
+    assert_eq!(got, b.record);
+    assert!(s.audit_get("other-t", "req-b").await.unwrap().is_none());
+    assert!(s.audit_get("au-t", "nope").await.unwrap().is_none());
+
+    // The judge's result is kept beside the sealed record and merged on read.
+    let judge = crate::audit::record::JudgeResult {
+        score: 8.5,
+        verdict: "good".into(),
+        model: "judge-model".into(),
+        low: false,
+    };
+    s.set_judge("au-t", "req-b", &judge).await.unwrap();
+    let got = s.audit_get("au-t", "req-b").await.unwrap().unwrap();
+    assert_eq!(got.judge, Some(judge));
+    assert_eq!(
+        got.expected_hash(),
+        got.hash,
+        "the judge is outside the seal"
+    );
+
+    let (all, heads) = s.audit_all("au-t").await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| r.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["req-a", "req-b", "req-c"]
+    );
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (heads[0].seq, heads[0].hash.as_str()),
+        (3, hit.record.hash.as_str())
+    );
+}
+
+/// Pages come newest first, filtered, and a cursor continues without gaps or repeats even
+/// while new records arrive.
+async fn audit_pages<S: Store>(s: &S) {
+    let t0 = recent_midnight();
+    let mut prev = crate::audit::record::GENESIS.to_owned();
+    let mut batch = Vec::new();
+    for i in 1..=25u64 {
+        let mut o = outcome("pg-t", &format!("p{i:02}"), t0 + i * 1000, i, &prev);
+        if i % 5 == 0 {
+            o.record.status = 429;
+            o.record.tags.insert("team".into(), "search".into());
+        }
+        prev.clone_from(&o.record.hash);
+        o.record.seal("w-test", i, &o.record.prev_hash.clone());
+        batch.push(o);
+    }
+    assert_eq!(s.record_outcomes(&batch).await.unwrap(), 25);
+    let q = |limit| AuditQuery {
+        limit,
+        ..AuditQuery::default()
+    };
+    let first = s.audit_page("pg-t", &q(10)).await.unwrap();
+    assert_eq!(first.records.len(), 10);
+    assert_eq!(first.records[0].request_id, "p25");
+    assert!(first.next_cursor.is_some());
+
+    // New records arrive between pages: the next page still continues where it left off.
+    let late = outcome("pg-t", "late", t0 + 99_000, 26, &prev);
+    s.record_outcomes(&[late]).await.unwrap();
+    let mut seen: Vec<String> = first.records.iter().map(|r| r.request_id.clone()).collect();
+    let mut cursor = first.next_cursor;
+    while let Some(c) = cursor {
+        let page = s
+            .audit_page(
+                "pg-t",
+                &AuditQuery {
+                    cursor: Some(c),
+                    ..q(10)
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.records.iter().map(|r| r.request_id.clone()));
+        cursor = page.next_cursor;
+    }
+    let expected: Vec<String> = (1..=25).rev().map(|i| format!("p{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    let filtered = s
+        .audit_page(
+            "pg-t",
+            &AuditQuery {
+                status: Some(429),
+                tag: Some(("team".into(), "search".into())),
+                start_ms: Some(t0 + 6_000),
+                end_ms: Some(t0 + 20_000),
+                ..q(100)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        filtered
+            .records
+            .iter()
+            .map(|r| r.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["p20", "p15", "p10"]
+    );
+    assert!(filtered.next_cursor.is_none());
+    assert!(s
+        .audit_page(
+            "pg-t",
+            &AuditQuery {
+                model: Some("none".into()),
+                ..q(5)
+            }
+        )
+        .await
+        .unwrap()
+        .records
+        .is_empty());
 }

@@ -21,7 +21,8 @@
 //! rows, so another process on the same file (the CLI) never overwrites the server's spend,
 //! but it does not see the server's unflushed spend either.
 
-mod counters;
+mod audit;
+pub(crate) mod counters;
 mod db;
 pub mod window;
 
@@ -35,13 +36,17 @@ use async_trait::async_trait;
 use self::counters::{Budgets, Sharded, WindowEntry};
 use self::db::{Db, KeyColumn};
 use super::{
-    BudgetDecision, CounterStore, KeyRecord, KeyStore, Store, StoreResult, Tenant, TenantStore,
-    WindowDecision,
+    AuditPage, AuditQuery, AuditStore, BudgetDecision, ChainHead, CounterStore, KeyRecord,
+    KeyStore, Outcome, Store, StoreResult, Tenant, TenantStore, UsageRow, WindowDecision,
 };
+use crate::audit::record::{AuditRecord, JudgeResult};
 use crate::tasks::Tasks;
 
 /// How often the flusher started by [`EmbeddedStore::start_flusher`] writes settled spend.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Default audit retention (30 days), until `audit.retention` sets it.
+const DEFAULT_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// The flusher forgets idle rate-limit scopes every this many flushes (about 30 s).
 const PRUNE_EVERY_FLUSHES: u32 = 120;
@@ -59,6 +64,8 @@ struct Inner {
     /// The latest `now_ms` any take has seen: the clock idle windows are pruned by, so tests
     /// and callers passing their own times are never pruned by the wall clock.
     latest_ms: AtomicU64,
+    /// Audit records older than this are deleted by the flusher (`audit.retention`).
+    audit_retention_ms: AtomicU64,
 }
 
 // === impl EmbeddedStore ===
@@ -75,8 +82,17 @@ impl EmbeddedStore {
                 windows: Sharded::new(),
                 budgets: Budgets::from_rows(spent),
                 latest_ms: AtomicU64::new(0),
+                audit_retention_ms: AtomicU64::new(DEFAULT_RETENTION_MS),
             }),
         })
+    }
+
+    /// Keeps audit records for `retention` (default 30 days); older ones are pruned.
+    pub fn set_audit_retention(&self, retention: Duration) {
+        self.inner.audit_retention_ms.store(
+            u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The file this store is kept in.
@@ -119,6 +135,7 @@ impl EmbeddedStore {
                 flushes = flushes.wrapping_add(1);
                 if flushes % PRUNE_EVERY_FLUSHES == 0 {
                     inner.prune_windows().await;
+                    inner.prune_audit().await;
                 }
                 if stopping {
                     break;
@@ -158,6 +175,15 @@ impl Inner {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Deletes audit records past the retention.
+    async fn prune_audit(&self) {
+        let keep = self.audit_retention_ms.load(Ordering::Relaxed);
+        let before = crate::audit::record::now_ms().saturating_sub(keep);
+        if let Err(e) = self.db.call(move |conn| audit::prune(conn, before)).await {
+            tracing::warn!(error = %e, "pruning old audit records failed");
+        }
     }
 
     /// Forgets rate-limit scopes that count for nothing any more.
@@ -351,6 +377,85 @@ impl CounterStore for EmbeddedStore {
 
     async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)> {
         Ok(self.inner.budgets.state(tenant, period).await)
+    }
+}
+
+#[async_trait]
+impl AuditStore for EmbeddedStore {
+    async fn record_outcomes(&self, batch: &[Outcome]) -> StoreResult<usize> {
+        let batch = batch.to_vec();
+        let fresh = self
+            .inner
+            .db
+            .call(move |conn| audit::record_outcomes(conn, &batch))
+            .await?;
+        // Counters live in memory: settle them once the records are durable, only for the
+        // outcomes that were new, so a replay never settles twice.
+        for (tenant, settle, cost) in &fresh {
+            if let Some((period, reserved)) = &settle.budget {
+                self.budget_settle(tenant, period, *reserved, *cost).await?;
+            }
+            for w in &settle.windows {
+                self.window_adjust(
+                    &w.scope,
+                    Duration::from_millis(w.window_ms),
+                    w.delta,
+                    w.taken_at_ms,
+                )
+                .await?;
+            }
+        }
+        Ok(fresh.len())
+    }
+
+    async fn audit_page(&self, tenant: &str, query: &AuditQuery) -> StoreResult<AuditPage> {
+        let (tenant, query) = (tenant.to_owned(), query.clone());
+        self.inner
+            .db
+            .call(move |conn| audit::page(conn, &tenant, &query))
+            .await
+    }
+
+    async fn audit_get(&self, tenant: &str, request_id: &str) -> StoreResult<Option<AuditRecord>> {
+        let (tenant, id) = (tenant.to_owned(), request_id.to_owned());
+        self.inner
+            .db
+            .call(move |conn| audit::get(conn, &tenant, &id))
+            .await
+    }
+
+    async fn audit_all(&self, tenant: &str) -> StoreResult<(Vec<AuditRecord>, Vec<ChainHead>)> {
+        let tenant = tenant.to_owned();
+        self.inner
+            .db
+            .call(move |conn| audit::all(conn, &tenant))
+            .await
+    }
+
+    async fn set_judge(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        judge: &JudgeResult,
+    ) -> StoreResult<()> {
+        let (tenant, id, judge) = (tenant.to_owned(), request_id.to_owned(), judge.clone());
+        self.inner
+            .db
+            .call(move |conn| audit::set_judge(conn, &tenant, &id, &judge))
+            .await
+    }
+
+    async fn usage_rows(
+        &self,
+        tenant: &str,
+        start_day: &str,
+        end_day: &str,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let (tenant, start, end) = (tenant.to_owned(), start_day.to_owned(), end_day.to_owned());
+        self.inner
+            .db
+            .call(move |conn| audit::usage_rows(conn, &tenant, &start, &end))
+            .await
     }
 }
 

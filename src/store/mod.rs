@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use types::{Budget, BudgetDecision, KeyRecord, Limits, Tenant, WindowDecision};
+pub use types::{
+    AuditPage, AuditQuery, Budget, BudgetDecision, ChainHead, KeyRecord, Limits, Outcome,
+    Settlement, Tenant, UsageRow, WindowDecision, WindowSettle,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -141,9 +144,46 @@ pub trait CounterStore: Send + Sync {
     async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)>;
 }
 
+/// The audit log, usage rollups and the settlement of reservations: written together, once
+/// per request, by the audit writer (off the request path).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Writes each outcome whose `(tenant, request_id)` is new: the record, its rollup and its
+    /// settlement in one atomic step per outcome. Outcomes already written are skipped, so a
+    /// replayed batch changes nothing twice. Returns how many were new.
+    async fn record_outcomes(&self, batch: &[Outcome]) -> StoreResult<usize>;
+    /// A page of a tenant's records, newest first, with the judge results merged in.
+    async fn audit_page(&self, tenant: &str, query: &AuditQuery) -> StoreResult<AuditPage>;
+    /// One record of a tenant, with its judge result.
+    async fn audit_get(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<crate::audit::record::AuditRecord>>;
+    /// Every stored record of a tenant, in write order, and the chain heads (for verification).
+    async fn audit_all(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<(Vec<crate::audit::record::AuditRecord>, Vec<ChainHead>)>;
+    /// Attaches the judge's result to a record (kept beside it; see `audit::record`).
+    async fn set_judge(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        judge: &crate::audit::record::JudgeResult,
+    ) -> StoreResult<()>;
+    /// Rollup rows of a tenant for the days `start_day..=end_day` (`YYYY-MM-DD`).
+    async fn usage_rows(
+        &self,
+        tenant: &str,
+        start_day: &str,
+        end_day: &str,
+    ) -> StoreResult<Vec<UsageRow>>;
+}
+
 /// Everything the gateway stores.
 #[async_trait]
-pub trait Store: TenantStore + KeyStore + CounterStore + std::fmt::Debug {
+pub trait Store: TenantStore + KeyStore + CounterStore + AuditStore + std::fmt::Debug {
     /// Backend name for `/health` and logs.
     fn backend(&self) -> &'static str;
     /// Makes buffered writes durable (the embedded store batches counters); a no-op where
@@ -159,12 +199,14 @@ pub trait Store: TenantStore + KeyStore + CounterStore + std::fmt::Debug {
 /// one-shot command passes `None` and calls [`Store::flush`] before it exits.
 pub async fn open(
     config: &crate::config::StoreConfig,
+    audit_retention: Duration,
     tasks: Option<&crate::tasks::Tasks>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
     use crate::config::StoreConfig;
     Ok(match config {
         StoreConfig::Embedded { path } => {
             let store = embedded::EmbeddedStore::open(path).await?;
+            store.set_audit_retention(audit_retention);
             if let Some(tasks) = tasks {
                 store.start_flusher(tasks);
             }
@@ -180,7 +222,11 @@ pub async fn open(
             } else {
                 redis::RedisTarget::Standalone(urls.first().cloned().unwrap_or_default())
             };
-            std::sync::Arc::new(redis::RedisStore::connect(target, *timeout).await?)
+            std::sync::Arc::new(
+                redis::RedisStore::connect(target, *timeout)
+                    .await?
+                    .with_audit_retention(audit_retention),
+            )
         }
     })
 }

@@ -28,6 +28,17 @@ pub struct Limits {
     pub rpm: Option<NonZeroU32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<NonZeroU32>,
+    /// `dry_run` records violations instead of refusing.
+    #[serde(default, skip_serializing_if = "is_enforce")]
+    pub mode: PolicyMode,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_enforce(mode: &PolicyMode) -> bool {
+    *mode == PolicyMode::Enforce
 }
 
 /// A spending limit per period.
@@ -79,4 +90,101 @@ pub struct BudgetDecision {
     pub spent: i64,
     /// Reserved (in flight) nano-USD before this reservation.
     pub reserved: i64,
+}
+
+// === accounting ===
+
+/// What one finished request leaves in the store, written in one idempotent step: the sealed
+/// audit record, its usage rollup, and the settlement of the reservations it made in the
+/// store. Written at most once per `(tenant, request_id)`: a replay (after a store outage)
+/// changes nothing the first write already did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub record: crate::audit::record::AuditRecord,
+    /// The record's cost in nano-USD (exact; `record.cost_usd` is for display).
+    pub cost_nano: i64,
+    /// What a cache hit saved, nano-USD.
+    pub saved_nano: i64,
+    /// Reservations made in the store, released (and replaced by the real figures) here.
+    #[serde(default)]
+    pub settle: Settlement,
+}
+
+/// Store-side reservations of a request, settled when its outcome is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// `(period, reserved nano-USD)`: released, and the outcome's cost recorded as spent.
+    #[serde(default)]
+    pub budget: Option<(String, i64)>,
+    /// Token-window corrections: the real count minus the reservation.
+    #[serde(default)]
+    pub windows: Vec<WindowSettle>,
+}
+
+/// One correction of a token window (see [`super::CounterStore::window_adjust`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSettle {
+    pub scope: String,
+    pub window_ms: u64,
+    pub delta: i64,
+    pub taken_at_ms: u64,
+}
+
+/// Filters of `GET /v1/audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub model: Option<String>,
+    pub status: Option<u16>,
+    pub cache: Option<String>,
+    pub tag: Option<(String, String)>,
+    pub limit: usize,
+    /// Opaque position from a previous page: only records older than it.
+    pub cursor: Option<String>,
+}
+
+impl AuditQuery {
+    /// Whether `record` passes every filter but the cursor.
+    pub fn matches(&self, r: &crate::audit::record::AuditRecord) -> bool {
+        self.start_ms.is_none_or(|s| r.ts_ms >= s)
+            && self.end_ms.is_none_or(|e| r.ts_ms <= e)
+            && self.model.as_ref().is_none_or(|m| &r.model == m)
+            && self.status.is_none_or(|s| r.status == s)
+            && self.cache.as_ref().is_none_or(|c| &r.cache == c)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|(k, v)| r.tags.get(k).is_some_and(|x| x == v))
+    }
+}
+
+/// A page of audit records, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    pub records: Vec<crate::audit::record::AuditRecord>,
+    /// Where the next page starts; `None` when there is nothing older.
+    pub next_cursor: Option<String>,
+}
+
+/// One rollup cell: a tenant's usage of one model through one key on one day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub day: String,
+    pub model: String,
+    pub key_id: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_nano: i64,
+    pub cache_hits: u64,
+    pub saved_nano: i64,
+}
+
+/// The last record written to a chain, as the store remembers it (to detect a deleted tail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub chain: String,
+    pub seq: u64,
+    pub hash: String,
 }

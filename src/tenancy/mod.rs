@@ -244,8 +244,8 @@ pub fn record_for(
     }
 }
 
-/// Creates or updates the tenants and keys declared in the config. Declared fields win at
-/// start-up; limits and keys added at run time are kept. A bootstrap key already stored stays
+/// Creates or updates the tenants and keys declared in the config. Declared fields (name,
+/// models, limits, budget) win at start-up; keys added at run time are kept. A bootstrap key already stored stays
 /// as it is (a revoked one stays revoked).
 pub async fn bootstrap(
     store: &dyn Store,
@@ -264,6 +264,8 @@ pub async fn bootstrap(
             });
         tenant.name.clone_from(&declared.name);
         tenant.models.clone_from(&declared.models);
+        tenant.limits = declared.limits;
+        tenant.budget = declared.budget;
         store.put_tenant(&tenant).await?;
         for bootstrap in &declared.keys {
             let secret = bootstrap.secret.expose();

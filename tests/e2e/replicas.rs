@@ -60,6 +60,19 @@ async fn keyspace_text(redis: &RedisServer) -> String {
                 .query_async(&mut conn)
                 .await
                 .unwrap(),
+            "stream" => {
+                let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                entries
+                    .into_iter()
+                    .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
+                    .collect()
+            }
             other => panic!("unexpected type {other} for {key}"),
         };
         text.push_str(&key);

@@ -15,13 +15,13 @@ use crate::store::BudgetDecision;
 const SHARDS: usize = 32;
 
 /// A map split into independently locked shards by key.
-pub(super) struct Sharded<V> {
+pub(crate) struct Sharded<V> {
     hasher: RandomState,
     shards: Box<[Mutex<HashMap<String, V>>]>,
 }
 
 impl<V> Sharded<V> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -38,17 +38,17 @@ impl<V> Sharded<V> {
     }
 
     /// The shard `key` lives in.
-    pub(super) fn shard(&self, key: &str) -> &Mutex<HashMap<String, V>> {
+    pub(crate) fn shard(&self, key: &str) -> &Mutex<HashMap<String, V>> {
         &self.shards[self.index(key)]
     }
 
     /// Every shard, to visit them one at a time.
-    pub(super) fn shards(&self) -> &[Mutex<HashMap<String, V>>] {
+    pub(crate) fn shards(&self) -> &[Mutex<HashMap<String, V>>] {
         &self.shards
     }
 
     /// Every shard without locking, when the map is exclusively held (e.g. in `Drop`).
-    pub(super) fn shards_mut(&mut self) -> impl Iterator<Item = &mut HashMap<String, V>> {
+    pub(crate) fn shards_mut(&mut self) -> impl Iterator<Item = &mut HashMap<String, V>> {
         self.shards.iter_mut().map(Mutex::get_mut)
     }
 }
@@ -57,14 +57,14 @@ impl<V> Sharded<V> {
 
 /// A scope's window state and the window length it was counted with.
 #[derive(Debug, Default)]
-pub(super) struct WindowEntry {
+pub(crate) struct WindowEntry {
     window_ms: u64,
     state: WindowState,
 }
 
 impl WindowEntry {
     /// The state for `window_ms`; a scope re-used with another window length starts over.
-    pub(super) fn state(&mut self, window_ms: u64) -> &mut WindowState {
+    pub(crate) fn state(&mut self, window_ms: u64) -> &mut WindowState {
         if self.window_ms != window_ms {
             *self = Self {
                 window_ms,
@@ -75,7 +75,7 @@ impl WindowEntry {
     }
 
     /// Whether the entry counts for nothing at `now_ms` any more.
-    pub(super) fn is_idle(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_idle(&self, now_ms: u64) -> bool {
         self.state.is_idle(self.window_ms, now_ms)
     }
 }
@@ -84,18 +84,18 @@ impl WindowEntry {
 
 /// One tenant's budget for one period.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct BudgetEntry {
+pub(crate) struct BudgetEntry {
     /// Settled spend: durable (flushed to SQLite).
-    pub(super) spent: i64,
+    pub(crate) spent: i64,
     /// In-flight reservations: memory only, released by a restart.
-    pub(super) reserved: i64,
+    pub(crate) reserved: i64,
     /// Spend settled since the last flush; SQLite adds it to its row.
-    pub(super) unflushed: i64,
+    pub(crate) unflushed: i64,
 }
 
 impl BudgetEntry {
     /// Reserves `amount` if `spent + reserved + amount <= limit`, or always when not enforcing.
-    pub(super) fn reserve(&mut self, amount: i64, limit: i64, enforce: bool) -> BudgetDecision {
+    pub(crate) fn reserve(&mut self, amount: i64, limit: i64, enforce: bool) -> BudgetDecision {
         let decision = BudgetDecision {
             allowed: !enforce
                 || i128::from(self.spent) + i128::from(self.reserved) + i128::from(amount)
@@ -110,7 +110,7 @@ impl BudgetEntry {
     }
 
     /// Releases `reserved` (never below zero) and records `actual` as spent.
-    pub(super) fn settle(&mut self, reserved: i64, actual: i64) {
+    pub(crate) fn settle(&mut self, reserved: i64, actual: i64) {
         self.reserved = self.reserved.saturating_sub(reserved).max(0);
         self.spent = self.spent.saturating_add(actual);
         self.unflushed = self.unflushed.saturating_add(actual);
@@ -118,14 +118,14 @@ impl BudgetEntry {
 }
 
 /// Budgets by tenant (the shard key), then period.
-pub(super) type Budgets = Sharded<HashMap<String, BudgetEntry>>;
+pub(crate) type Budgets = Sharded<HashMap<String, BudgetEntry>>;
 
 /// Spend not yet in SQLite: `(tenant, period, delta)`.
-pub(super) type Pending = Vec<(String, String, i64)>;
+pub(crate) type Pending = Vec<(String, String, i64)>;
 
 impl Budgets {
     /// Loads durable spend read at open.
-    pub(super) fn from_rows(rows: Vec<(String, String, i64)>) -> Self {
+    pub(crate) fn from_rows(rows: Vec<(String, String, i64)>) -> Self {
         let mut budgets = Self::new();
         for (tenant, period, spent) in rows {
             let i = budgets.index(&tenant);
@@ -145,7 +145,7 @@ impl Budgets {
     }
 
     /// Runs `f` on the entry of `tenant` and `period`, creating it at zero.
-    pub(super) async fn with<T>(
+    pub(crate) async fn with<T>(
         &self,
         tenant: &str,
         period: &str,
@@ -167,7 +167,7 @@ impl Budgets {
     }
 
     /// `(spent, reserved)` without creating an entry.
-    pub(super) async fn state(&self, tenant: &str, period: &str) -> (i64, i64) {
+    pub(crate) async fn state(&self, tenant: &str, period: &str) -> (i64, i64) {
         let shard = self.shard(tenant).lock().await;
         shard
             .get(tenant)
@@ -176,7 +176,7 @@ impl Budgets {
     }
 
     /// Moves every unflushed delta out (zeroing it), one shard at a time.
-    pub(super) async fn take_pending(&self) -> Pending {
+    pub(crate) async fn take_pending(&self) -> Pending {
         let mut pending = Vec::new();
         for shard in self.shards() {
             collect_pending(&mut *shard.lock().await, &mut pending);
@@ -185,7 +185,7 @@ impl Budgets {
     }
 
     /// [`Budgets::take_pending`] without locking, for `Drop`.
-    pub(super) fn take_pending_mut(&mut self) -> Pending {
+    pub(crate) fn take_pending_mut(&mut self) -> Pending {
         let mut pending = Vec::new();
         for shard in self.shards_mut() {
             collect_pending(shard, &mut pending);
@@ -194,7 +194,7 @@ impl Budgets {
     }
 
     /// Puts deltas back after a failed flush, so the next flush writes them.
-    pub(super) async fn restore_pending(&self, pending: Pending) {
+    pub(crate) async fn restore_pending(&self, pending: Pending) {
         for (tenant, period, delta) in pending {
             self.with(&tenant, &period, |e| {
                 e.unflushed = e.unflushed.saturating_add(delta);

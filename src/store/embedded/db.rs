@@ -55,6 +55,45 @@ CREATE TABLE IF NOT EXISTS budgets (
     spent  INTEGER NOT NULL,
     PRIMARY KEY (tenant, period)
 ) WITHOUT ROWID;
+
+-- The audit log: one sealed record per (tenant, request id); rowid is the write order and
+-- the pagination cursor. `judge` is attached after sealing and is outside the hash.
+CREATE TABLE IF NOT EXISTS audit (
+    tenant     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    record     TEXT NOT NULL,
+    UNIQUE (tenant, request_id)
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (tenant, ts_ms);
+CREATE TABLE IF NOT EXISTS audit_judge (
+    tenant     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    judge      TEXT NOT NULL,
+    PRIMARY KEY (tenant, request_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_chains (
+    tenant TEXT NOT NULL,
+    chain  TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    hash   TEXT NOT NULL,
+    PRIMARY KEY (tenant, chain)
+) WITHOUT ROWID;
+
+-- Usage rollups, updated in the same transaction as the audit record they count.
+CREATE TABLE IF NOT EXISTS usage (
+    tenant            TEXT NOT NULL,
+    day               TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    key_id            TEXT NOT NULL,
+    requests          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_nano         INTEGER NOT NULL,
+    cache_hits        INTEGER NOT NULL,
+    saved_nano        INTEGER NOT NULL,
+    PRIMARY KEY (tenant, day, model, key_id)
+) WITHOUT ROWID;
 ";
 
 /// Work for the SQLite thread.
@@ -254,7 +293,7 @@ pub(super) fn add_spent(
 
 /// A write transaction that takes the file's write lock up front, so it waits (busy timeout)
 /// instead of failing half-way when another process writes.
-fn write(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
+pub(super) fn write(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)
 }

@@ -12,6 +12,7 @@
 //!
 //! The key layout is in `keys.rs`.
 
+mod audit;
 mod changes;
 mod keys;
 mod scripts;
@@ -35,9 +36,11 @@ use self::scripts::{
     WINDOW_ADJUST_SCRIPT, WINDOW_TAKE_SCRIPT,
 };
 use super::{
-    BudgetDecision, CounterStore, KeyRecord, KeyStore, Store, StoreError, StoreResult, Tenant,
-    TenantStore, WindowDecision,
+    AuditPage, AuditQuery, AuditStore, BudgetDecision, ChainHead, CounterStore, KeyRecord,
+    KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageRow,
+    WindowDecision,
 };
+use crate::audit::record::{AuditRecord, JudgeResult};
 
 /// Where the Redis store lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub struct RedisStore {
     /// Clients for pub/sub connections: the server, or each cluster seed node in turn.
     pubsub: Vec<redis::Client>,
     op_timeout: Duration,
+    /// How long audit records are kept (`audit.retention`).
+    audit_retention: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -77,7 +82,8 @@ impl std::fmt::Debug for RedisStore {
             .field("kind", &kind)
             .field("pubsub_nodes", &self.pubsub.len())
             .field("op_timeout", &self.op_timeout)
-            .finish()
+            .field("audit_retention", &self.audit_retention)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,10 +140,18 @@ impl RedisStore {
             conn,
             pubsub,
             op_timeout,
+            audit_retention: Duration::from_secs(30 * 24 * 3600),
         };
         // A cluster connection can exist before its slots are served: check with one read.
         store.change_seq().await?;
         Ok(store)
+    }
+
+    /// Keeps audit records (and their idempotency keys) for `retention`.
+    #[must_use]
+    pub fn with_audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
+        self
     }
 
     /// Runs `op` on a clone of the connection, bounded by the operation timeout.
@@ -480,6 +494,43 @@ impl CounterStore for RedisStore {
             Ok((spent.unwrap_or(0), reserved.unwrap_or(0)))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for RedisStore {
+    async fn record_outcomes(&self, batch: &[Outcome]) -> StoreResult<usize> {
+        self.record_outcomes_impl(batch).await
+    }
+
+    async fn audit_page(&self, tenant: &str, query: &AuditQuery) -> StoreResult<AuditPage> {
+        self.audit_page_impl(tenant, query).await
+    }
+
+    async fn audit_get(&self, tenant: &str, request_id: &str) -> StoreResult<Option<AuditRecord>> {
+        self.audit_get_impl(tenant, request_id).await
+    }
+
+    async fn audit_all(&self, tenant: &str) -> StoreResult<(Vec<AuditRecord>, Vec<ChainHead>)> {
+        self.audit_all_impl(tenant).await
+    }
+
+    async fn set_judge(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        judge: &JudgeResult,
+    ) -> StoreResult<()> {
+        self.set_judge_impl(tenant, request_id, judge).await
+    }
+
+    async fn usage_rows(
+        &self,
+        tenant: &str,
+        start_day: &str,
+        end_day: &str,
+    ) -> StoreResult<Vec<UsageRow>> {
+        self.usage_rows_impl(tenant, start_day, end_day).await
     }
 }
 

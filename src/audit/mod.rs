@@ -1,0 +1,76 @@
+//! The audit log: one sealed record per request, written off the request path.
+//!
+//! [`AuditSink`] is the request path's side: a bounded queue that never blocks. The
+//! [`writer`] task on the other side seals records into per-tenant hash chains
+//! ([`record`]), and writes them in batches together with their usage rollups and the
+//! settlement of their reservations ([`crate::store::AuditStore::record_outcomes`]). When the
+//! store is down or slow, batches go to an append-only spill file ([`spill`]) and are replayed
+//! in order once it answers again; the store skips what it already has, so nothing is lost or
+//! counted twice. [`verify`] checks the chains (`sentinel audit verify`).
+
+pub mod record;
+pub mod spill;
+pub mod verify;
+pub mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use metrics::Gauge;
+use tokio::sync::mpsc;
+
+use crate::store::Outcome;
+use crate::tasks::Tasks;
+use crate::telemetry::names;
+
+static QUEUE_DEPTH: LazyLock<Gauge> = LazyLock::new(|| metrics::gauge!(names::AUDIT_QUEUE_DEPTH));
+
+/// The request path's handle on the audit queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Outcome>,
+    tasks: Tasks,
+    waiting: Arc<AtomicU64>,
+}
+
+impl AuditSink {
+    /// A sink feeding `tx` (the writer's queue).
+    pub fn new(tx: mpsc::Sender<Outcome>, tasks: Tasks) -> Self {
+        Self {
+            tx,
+            tasks,
+            waiting: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Hands one outcome to the writer without waiting. When the queue is full (the writer is
+    /// behind, e.g. its disk stalls), a tracked task waits for room instead of the request:
+    /// the record is late, never lost.
+    pub fn submit(&self, outcome: Outcome) {
+        match self.tx.try_send(outcome) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(outcome)) => {
+                let tx = self.tx.clone();
+                let waiting = Arc::clone(&self.waiting);
+                waiting.fetch_add(1, Ordering::Relaxed);
+                self.tasks.spawn("audit-enqueue", async move {
+                    if tx.send(outcome).await.is_err() {
+                        tracing::error!("the audit writer has stopped; a record was lost");
+                    }
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit writer has stopped; a record was lost");
+            }
+        }
+        self.report_depth();
+    }
+
+    /// Updates `sentinel_audit_queue_depth`.
+    #[expect(clippy::cast_precision_loss, reason = "a gauge of a queue length")]
+    fn report_depth(&self) {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        QUEUE_DEPTH.set(queued as f64 + self.waiting.load(Ordering::Relaxed) as f64);
+    }
+}

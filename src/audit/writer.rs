@@ -1,0 +1,161 @@
+//! The audit writer: the one task per replica that seals and writes outcomes.
+//!
+//! It takes outcomes from the queue in batches, seals each into its tenant's chain (this
+//! writer's chain id, `seq` + `prev_hash`), and writes the batch to the store. If the store
+//! fails, the batch goes to the spill file and the writer switches to spilling: every later
+//! batch is appended behind it, so order is kept, and every [`REPLAY_EVERY`] it tries to move
+//! the spill into the store. Once the spill is empty it writes to the store directly again.
+//! On shutdown it drains the queue (to the store or the spill) before it returns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::record::GENESIS;
+use super::spill::Spill;
+use crate::store::{Outcome, Store};
+use crate::telemetry::names;
+
+/// Outcomes per store write.
+pub const BATCH: usize = 512;
+/// How often a spilling writer tries the store again.
+pub const REPLAY_EVERY: Duration = Duration::from_millis(250);
+/// How long shutdown waits for stragglers once the queue is empty.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+static WRITE_FAILURES: LazyLock<Counter> =
+    LazyLock::new(|| metrics::counter!(names::AUDIT_WRITE_FAILURES));
+static SPILLED: LazyLock<Counter> = LazyLock::new(|| metrics::counter!(names::AUDIT_SPILLED));
+
+/// The writer's state.
+pub struct AuditWriter {
+    store: Arc<dyn Store>,
+    spill: Spill,
+    chain: String,
+    /// Per tenant: the last `seq` and `hash` this writer sealed.
+    heads: HashMap<String, (u64, String)>,
+}
+
+impl AuditWriter {
+    /// A writer with a fresh chain id (one chain per tenant and writer process).
+    pub fn new(store: Arc<dyn Store>, spill: Spill) -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let chain = format!("w-{}", uuid::Uuid::now_v7().simple().encode_lower(&mut buf));
+        Self {
+            store,
+            spill,
+            chain,
+            heads: HashMap::new(),
+        }
+    }
+
+    /// This writer's chain id.
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// Runs until `shutdown`, then drains the queue and returns.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(REPLAY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.write(std::mem::take(&mut buf)).await;
+                }
+                _ = tick.tick() => {
+                    if !self.spill.is_empty() {
+                        self.replay().await;
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Drain: whatever is queued (and arrives shortly after) is written or spilled.
+        loop {
+            match tokio::time::timeout(DRAIN_QUIET, rx.recv_many(&mut buf, BATCH)).await {
+                Ok(n) if n > 0 => self.write(std::mem::take(&mut buf)).await,
+                _ => break,
+            }
+        }
+        if !self.spill.is_empty() {
+            self.replay().await;
+        }
+        if !self.spill.is_empty() {
+            tracing::warn!("the store is unreachable at shutdown; audit records stay in the spill file and are replayed at the next start");
+        }
+    }
+
+    /// Seals and writes one batch.
+    async fn write(&mut self, mut batch: Vec<Outcome>) {
+        for outcome in &mut batch {
+            let r = &mut outcome.record;
+            let head = self
+                .heads
+                .entry(r.tenant.clone())
+                .or_insert_with(|| (0, GENESIS.to_owned()));
+            r.seal(&self.chain, head.0 + 1, &head.1);
+            *head = (r.seq, r.hash.clone());
+        }
+        if self.spill.is_empty() {
+            match self.store.record_outcomes(&batch).await {
+                Ok(_) => return,
+                Err(err) => {
+                    WRITE_FAILURES.increment(1);
+                    metrics::counter!(names::STORE_ERRORS, "op" => "audit_write").increment(1);
+                    tracing::warn!(error = %err, records = batch.len(), "audit write failed; spilling to the local file until the store is back");
+                }
+            }
+        }
+        self.spill_batch(batch).await;
+    }
+
+    async fn spill_batch(&mut self, batch: Vec<Outcome>) {
+        let n = batch.len() as u64;
+        match self.spill.append(batch).await {
+            Ok(()) => SPILLED.increment(n),
+            Err(err) => {
+                // The disk failed as well: nothing is left to keep the records.
+                tracing::error!(error = %err, records = n, "audit records lost: neither the store nor the spill file could take them");
+            }
+        }
+    }
+
+    /// Moves spilled outcomes into the store, in order, until the spill is empty or the store
+    /// fails again.
+    async fn replay(&mut self) {
+        loop {
+            let (chunk, next) = match self.spill.peek(BATCH).await {
+                Ok(v) => v,
+                Err(err) => {
+                    tracing::error!(error = %err, "reading the audit spill file failed");
+                    return;
+                }
+            };
+            if !chunk.is_empty() {
+                if let Err(err) = self.store.record_outcomes(&chunk).await {
+                    tracing::debug!(error = %err, "the store is still unavailable for audit replay");
+                    return;
+                }
+            }
+            if let Err(err) = self.spill.advance(next).await {
+                tracing::error!(error = %err, "advancing the audit spill file failed");
+                return;
+            }
+            if chunk.is_empty() || self.spill.is_empty() {
+                if self.spill.is_empty() {
+                    tracing::info!("audit spill replayed; writing to the store again");
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! Admission: the model allow-list, rate limits (`rpm`, `tpm`) and budgets, checked before a
+//! request may reach the cache or a provider.
+//!
+//! - **Requests per minute** take 1 from a sliding window per tenant.
+//! - **Tokens per minute** reserve the prompt's tokens (tiktoken) plus the completion cap
+//!   (`max_tokens`, else the room left in the model's `context_window`, else
+//!   [`DEFAULT_COMPLETION_RESERVE`]) and are settled to the real count when the request ends.
+//! - **Budgets** reserve an upper bound of the cost (those token bounds at the dearest
+//!   route's prices) in the current UTC day or month, and settle to the real cost.
+//!
+//! The checks run concurrently, so on Redis they cost one round trip together. A refusal
+//! gives back what the other checks reserved. `dry_run` policies never refuse: they record a
+//! violation on the audit record and in `sentinel_policy_violations_total`.
+//!
+//! When the shared store fails, the checks fall back to this replica's own counters
+//! ([`local`]) and `/health` says so; after a failure the store is left alone for
+//! [`STORE_RETRY_AFTER`] so no request waits on a dead store's timeout, then tried again.
+
+pub mod local;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::local::LocalCounters;
+use crate::audit::record::{day_of, now_ms, Violation};
+use crate::config::raw::{BudgetPeriod, PolicyMode};
+use crate::config::Config;
+use crate::context::{ApiRequest, ParsedBody};
+use crate::error::{ErrorCode, GatewayError};
+use crate::store::{Settlement, Store, StoreError, WindowSettle};
+use crate::telemetry::names;
+use crate::tenancy::RequestContext;
+use crate::tokens::pricing::{Price, PricingTable};
+use crate::tokens::Tokenizer;
+
+/// Completion tokens reserved when a request sets no cap and its model no context window.
+pub const DEFAULT_COMPLETION_RESERVE: u64 = 4096;
+/// After a store failure, counters stay local this long before the store is tried again.
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The rate-limit window.
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// What admission needs to know about a client-facing model.
+#[derive(Debug, Clone)]
+struct ModelBound {
+    /// The primary route's upstream model: picks the token encoding.
+    encoding_model: String,
+    /// The dearest price among the routes (any of them may end up serving the request).
+    price: Option<Price>,
+    context_window: Option<u32>,
+}
+
+/// The admission service. One per process.
+pub struct Policy {
+    store: Arc<dyn Store>,
+    local: LocalCounters,
+    tokenizer: Arc<Tokenizer>,
+    models: HashMap<String, ModelBound>,
+    /// Unix ms until which the store is skipped after a failure.
+    store_down_until: AtomicU64,
+    degraded: AtomicBool,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("models", &self.models.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a reservation was made, so it is settled in the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Store,
+    Local,
+}
+
+/// A token-window reservation.
+#[derive(Debug, Clone)]
+struct TokenHold {
+    scope: String,
+    amount: u64,
+    at_ms: u64,
+    place: Place,
+}
+
+/// A budget reservation.
+#[derive(Debug, Clone)]
+struct BudgetHold {
+    tenant: String,
+    period: String,
+    amount: i64,
+    place: Place,
+}
+
+/// `x-ratelimit-*` figures for the response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+}
+
+/// A request let in: its reservations (settled when it ends), its dry-run violations, the
+/// prompt estimate and the rate-limit figures.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub prompt_estimate: Option<u64>,
+    pub violations: Vec<Violation>,
+    pub headers: RateHeaders,
+    tpm: Option<TokenHold>,
+    budget: Option<BudgetHold>,
+}
+
+/// A refusal, with the figures for the rate-limit headers.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub headers: RateHeaders,
+}
+
+impl Policy {
+    /// Builds the admission service for `config`'s models.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        tokenizer: Arc<Tokenizer>,
+        pricing: &PricingTable,
+    ) -> Self {
+        let models = config
+            .models
+            .iter()
+            .map(|m| {
+                let price = m
+                    .routes
+                    .iter()
+                    .filter_map(|r| pricing.price(&r.model))
+                    .reduce(|a, b| Price {
+                        input: a.input.max(b.input),
+                        output: a.output.max(b.output),
+                        cached_input: a.cached_input.max(b.cached_input),
+                        cache_write: a.cache_write.max(b.cache_write),
+                        reasoning: a.reasoning.max(b.reasoning),
+                    });
+                (
+                    m.name.clone(),
+                    ModelBound {
+                        encoding_model: m
+                            .routes
+                            .first()
+                            .map(|r| r.model.clone())
+                            .unwrap_or_default(),
+                        price,
+                        context_window: m.context_window,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            store,
+            local: LocalCounters::default(),
+            tokenizer,
+            models,
+            store_down_until: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the last counter operation had to fall back to local counters.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    fn store_usable(&self, now: u64) -> bool {
+        now >= self.store_down_until.load(Ordering::Relaxed)
+    }
+
+    fn store_failed(&self, op: &'static str, err: &StoreError, now: u64) {
+        metrics::counter!(names::STORE_ERRORS, "op" => op).increment(1);
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "the store failed; limits and budgets are enforced per replica until it is back");
+        }
+        let retry = now + u64::try_from(STORE_RETRY_AFTER.as_millis()).unwrap_or(1000);
+        self.store_down_until.store(retry, Ordering::Relaxed);
+    }
+
+    fn store_ok(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("the store answers again; limits and budgets are shared again");
+        }
+    }
+
+    async fn take(
+        &self,
+        scope: &str,
+        limit: u64,
+        amount: u64,
+        now: u64,
+    ) -> (crate::store::WindowDecision, Place) {
+        if self.store_usable(now) {
+            match self
+                .store
+                .window_take(scope, limit, MINUTE, amount, now)
+                .await
+            {
+                Ok(d) => {
+                    self.store_ok();
+                    return (d, Place::Store);
+                }
+                Err(e) => self.store_failed("limits", &e, now),
+            }
+        }
+        (
+            self.local
+                .window_take(scope, limit, MINUTE, amount, now)
+                .await,
+            Place::Local,
+        )
+    }
+
+    async fn reserve(
+        &self,
+        tenant: &str,
+        period: &str,
+        amount: i64,
+        limit: i64,
+        enforce: bool,
+        now: u64,
+    ) -> (crate::store::BudgetDecision, Place) {
+        if self.store_usable(now) {
+            match self
+                .store
+                .budget_reserve(tenant, period, amount, limit, enforce)
+                .await
+            {
+                Ok(d) => {
+                    self.store_ok();
+                    self.local.note_spent(tenant, period, d.spent);
+                    return (d, Place::Store);
+                }
+                Err(e) => self.store_failed("budget", &e, now),
+            }
+        }
+        (
+            self.local
+                .budget_reserve(tenant, period, amount, limit, enforce)
+                .await,
+            Place::Local,
+        )
+    }
+
+    /// Checks `caller`'s policies for `body`; reserves what the request may use.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the three checks run concurrently and are judged together; one place reads best"
+    )]
+    pub async fn admit(
+        &self,
+        caller: &RequestContext,
+        body: &ParsedBody,
+    ) -> Result<Admission, Refusal> {
+        let tenant = &caller.tenant;
+        let model = body.api.model();
+        let Some(bound) = self.models.get(model) else {
+            // Unknown beats not-allowed, and costs no quota.
+            return Err(Refusal {
+                error: GatewayError::new(
+                    ErrorCode::ModelNotFound,
+                    format!("the model `{model}` does not exist"),
+                )
+                .with_param("model"),
+                headers: RateHeaders::default(),
+            });
+        };
+        if !caller.allows_model(model) {
+            return Err(Refusal {
+                error: GatewayError::new(
+                    ErrorCode::ModelNotAllowed,
+                    format!("this key may not use the model `{model}`"),
+                )
+                .with_param("model"),
+                headers: RateHeaders::default(),
+            });
+        }
+        let limits = tenant.limits;
+        let budget = tenant.budget;
+        let mut admission = Admission::default();
+        if limits.rpm.is_none() && limits.tpm.is_none() && budget.is_none() {
+            return Ok(admission);
+        }
+        let now = now_ms();
+        let enforce_limits = limits.mode == PolicyMode::Enforce;
+
+        // Token bounds: only computed when a token limit or a budget needs them.
+        let (prompt, completion_cap) = if limits.tpm.is_some() || budget.is_some() {
+            let encoding_model = bound.encoding_model.as_str();
+            let prompt = match &body.api {
+                ApiRequest::Chat(chat) => self.tokenizer.count_chat_prompt(encoding_model, chat),
+                ApiRequest::Embeddings(e) => e
+                    .input_texts()
+                    .iter()
+                    .map(|t| self.tokenizer.count_text(encoding_model, t))
+                    .sum(),
+            };
+            let cap = match &body.api {
+                ApiRequest::Embeddings(_) => 0,
+                ApiRequest::Chat(chat) => chat.max_output_tokens().map_or_else(
+                    || {
+                        bound
+                            .context_window
+                            .map_or(DEFAULT_COMPLETION_RESERVE, |w| {
+                                u64::from(w).saturating_sub(prompt).max(1)
+                            })
+                    },
+                    u64::from,
+                ),
+            };
+            admission.prompt_estimate = Some(prompt);
+            (prompt, cap)
+        } else {
+            (0, 0)
+        };
+
+        let tenant_id = tenant.id.as_str();
+        let rpm_scope = format!("{tenant_id}:rpm");
+        let tpm_scope = format!("{tenant_id}:tpm");
+        let tokens = prompt.saturating_add(completion_cap);
+        let period = budget.map(|b| match b.period {
+            BudgetPeriod::Day => day_of(now),
+            BudgetPeriod::Month => day_of(now)[..7].to_owned(),
+        });
+        let cost_bound = bound
+            .price
+            .map_or(0, |p| upper_cost(&p, prompt, completion_cap));
+        let limit_nano = budget.map_or(0, |b| usd_to_nano(b.limit_usd));
+
+        let rpm_check = async {
+            match limits.rpm {
+                Some(rpm) => Some(self.take(&rpm_scope, u64::from(rpm.get()), 1, now).await),
+                None => None,
+            }
+        };
+        let tpm_check = async {
+            match limits.tpm {
+                Some(tpm) => Some(
+                    self.take(&tpm_scope, u64::from(tpm.get()), tokens, now)
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let budget_check = async {
+            match (budget, &period) {
+                (Some(b), Some(period)) => Some(
+                    self.reserve(
+                        tenant_id,
+                        period,
+                        cost_bound,
+                        limit_nano,
+                        b.mode == PolicyMode::Enforce,
+                        now,
+                    )
+                    .await,
+                ),
+                _ => None,
+            }
+        };
+        let (rpm, tpm, spend) = tokio::join!(rpm_check, tpm_check, budget_check);
+
+        if let (Some(limit), Some((d, _))) = (limits.rpm, &rpm) {
+            let limit = u64::from(limit.get());
+            admission.headers.limit_requests = Some(limit);
+            admission.headers.remaining_requests = Some(limit.saturating_sub(d.count));
+        }
+        if let (Some(limit), Some((d, place))) = (limits.tpm, &tpm) {
+            let limit = u64::from(limit.get());
+            admission.headers.limit_tokens = Some(limit);
+            admission.headers.remaining_tokens = Some(limit.saturating_sub(d.count));
+            if d.allowed {
+                admission.tpm = Some(TokenHold {
+                    scope: tpm_scope.clone(),
+                    amount: tokens,
+                    at_ms: now,
+                    place: *place,
+                });
+            }
+        }
+        if let (Some(b), Some(period), Some((d, place))) = (budget, &period, &spend) {
+            if d.allowed {
+                admission.budget = Some(BudgetHold {
+                    tenant: tenant_id.to_owned(),
+                    period: period.clone(),
+                    amount: cost_bound,
+                    place: *place,
+                });
+            }
+            let over = i128::from(d.spent) + i128::from(d.reserved) + i128::from(cost_bound)
+                > i128::from(limit_nano);
+            if b.mode == PolicyMode::DryRun && over {
+                admission.violation(tenant_id, "budget");
+            }
+        }
+
+        // Refusals, most specific first; everything reserved so far is given back.
+        let mut refusal: Option<GatewayError> = None;
+        for (name, decision) in [("rpm", &rpm), ("tpm", &tpm)] {
+            let Some((d, _)) = decision else { continue };
+            if d.allowed {
+                continue;
+            }
+            if enforce_limits {
+                metrics::counter!(names::RATE_LIMITED, "tenant" => tenant_id.to_owned(), "limit" => name)
+                    .increment(1);
+                if refusal.is_none() {
+                    let unit = if name == "rpm" { "requests" } else { "tokens" };
+                    refusal = Some(
+                        GatewayError::new(
+                            ErrorCode::RateLimitExceeded,
+                            format!("rate limit reached: {unit} per minute for this tenant; retry after the given time"),
+                        )
+                        .with_retry_after(Duration::from_millis(d.retry_after_ms.max(1))),
+                    );
+                }
+            } else {
+                admission.violation(tenant_id, name);
+            }
+        }
+        if refusal.is_none() {
+            if let (Some(b), Some((d, _))) = (budget, &spend) {
+                if !d.allowed && b.mode == PolicyMode::Enforce {
+                    metrics::counter!(names::BUDGET_REJECTIONS, "tenant" => tenant_id.to_owned())
+                        .increment(1);
+                    refusal = Some(GatewayError::new(
+                        ErrorCode::BudgetExceeded,
+                        format!(
+                            "the tenant's {} budget of ${} is spent",
+                            match b.period {
+                                BudgetPeriod::Day => "daily",
+                                BudgetPeriod::Month => "monthly",
+                            },
+                            b.limit_usd
+                        ),
+                    ));
+                }
+            }
+        }
+        match refusal {
+            None => Ok(admission),
+            Some(error) => {
+                let headers = admission.headers;
+                // Nothing was used: release the reservations now.
+                let settlement = self.settle(admission, 0, 0).await;
+                self.settle_in_store(&settlement, tenant_id, 0).await;
+                Err(Refusal { error, headers })
+            }
+        }
+    }
+
+    /// Turns an admission into the settlement its outcome carries: local reservations are
+    /// settled here and now; store reservations go into the returned [`Settlement`], written
+    /// atomically with the audit record.
+    pub async fn settle(&self, admission: Admission, tokens: u64, cost_nano: i64) -> Settlement {
+        let mut settlement = Settlement::default();
+        if let Some(hold) = admission.tpm {
+            let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
+                - i64::try_from(hold.amount).unwrap_or(i64::MAX);
+            match hold.place {
+                Place::Local => {
+                    self.local
+                        .window_adjust(&hold.scope, MINUTE, delta, hold.at_ms)
+                        .await;
+                }
+                Place::Store => settlement.windows.push(WindowSettle {
+                    scope: hold.scope,
+                    window_ms: 60_000,
+                    delta,
+                    taken_at_ms: hold.at_ms,
+                }),
+            }
+        }
+        if let Some(hold) = admission.budget {
+            match hold.place {
+                Place::Local => {
+                    self.local
+                        .budget_settle(&hold.tenant, &hold.period, hold.amount, cost_nano)
+                        .await;
+                }
+                Place::Store => settlement.budget = Some((hold.period, hold.amount)),
+            }
+        }
+        settlement
+    }
+
+    /// Applies a settlement directly (for requests that leave no audit record, e.g. refusals).
+    async fn settle_in_store(&self, settlement: &Settlement, tenant: &str, cost_nano: i64) {
+        if let Some((period, reserved)) = &settlement.budget {
+            if let Err(e) = self
+                .store
+                .budget_settle(tenant, period, *reserved, cost_nano)
+                .await
+            {
+                metrics::counter!(names::STORE_ERRORS, "op" => "budget").increment(1);
+                tracing::warn!(error = %e, "releasing a budget reservation failed");
+            }
+        }
+        for w in &settlement.windows {
+            if let Err(e) = self
+                .store
+                .window_adjust(&w.scope, MINUTE, w.delta, w.taken_at_ms)
+                .await
+            {
+                metrics::counter!(names::STORE_ERRORS, "op" => "limits").increment(1);
+                tracing::warn!(error = %e, "releasing a token reservation failed");
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Whether anything was reserved (and must be settled).
+    pub fn holds(&self) -> bool {
+        self.tpm.is_some() || self.budget.is_some()
+    }
+
+    fn violation(&mut self, tenant: &str, policy: &'static str) {
+        metrics::counter!(names::POLICY_VIOLATIONS, "tenant" => tenant.to_owned(), "policy" => policy, "mode" => "dry_run")
+            .increment(1);
+        self.violations.push(Violation {
+            policy: policy.to_owned(),
+            mode: "dry_run".to_owned(),
+        });
+    }
+}
+
+/// Nano-USD of a budget limit (rounded to the nano).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "limits are far below i64::MAX nano-USD; the value is rounded and clamped"
+)]
+pub fn usd_to_nano(usd: f64) -> i64 {
+    (usd * 1e9).round().clamp(0.0, 9.0e18) as i64
+}
+
+/// The most `prompt` + `completion` tokens can cost at `price`: every prompt token uncached
+/// (or cache-written, if dearer), every completion token at the dearer of output and
+/// reasoning.
+fn upper_cost(price: &Price, prompt: u64, completion: u64) -> i64 {
+    let input = u128::from(price.input.max(price.cache_write));
+    let output = u128::from(price.output.max(price.reasoning));
+    let pico = u128::from(prompt) * input + u128::from(completion) * output;
+    // Round up: a bound must not be below the real cost.
+    i64::try_from(pico.div_ceil(1000)).unwrap_or(i64::MAX)
+}

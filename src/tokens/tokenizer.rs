@@ -1,0 +1,347 @@
+//! Local token counting with OpenAI's BPE encodings (tiktoken-rs), for when the upstream sends
+//! no `usage` block and for budget reservations before the call.
+//!
+//! Both encodings are built once, eagerly, when the [`Tokenizer`] is created: building a BPE
+//! table takes long enough that doing it on the request path would stall an async worker. After
+//! that the tokenizer is immutable and cheap to clone (two `Arc`s and the override list).
+//!
+//! Counts match Python tiktoken's `encode(text, disallowed_special=())` exactly: text that
+//! looks like a special token (`<|endoftext|>`) is encoded as plain text, as a client's message
+//! would be. `tests/data/token_counts.json` (made by `scripts/token-counts`) pins this.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use tiktoken_rs::CoreBPE;
+
+use crate::openai::chat::{ChatMessage, ChatRequest, MessageContent, Role};
+
+/// Tokens every message costs on top of its text (`<|start|>{role}<|message|>…<|end|>`),
+/// per OpenAI's cookbook `num_tokens_from_messages` for all current chat models.
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Tokens a message's `name` costs on top of its text, per the same cookbook.
+const TOKENS_PER_NAME: u64 = 1;
+/// Every reply is primed with `<|start|>assistant<|message|>`.
+const REPLY_PRIMING: u64 = 3;
+
+/// A BPE encoding Sentinel can count with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// `o200k_base`: GPT-4o, GPT-4.1, GPT-4.5, GPT-5 and the o-series; the default.
+    O200kBase,
+    /// `cl100k_base`: GPT-4 (and -turbo), GPT-3.5 and the text-embedding models.
+    Cl100kBase,
+}
+
+impl Encoding {
+    /// The encoding's name as tiktoken spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::O200kBase => "o200k_base",
+            Self::Cl100kBase => "cl100k_base",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counts tokens the way OpenAI's models see them. Build one at start-up and share it.
+#[derive(Clone)]
+pub struct Tokenizer {
+    // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
+    // a bug in the dependency; counting then falls back to an estimate instead of failing
+    // requests (see `count_with`).
+    o200k: Option<Arc<CoreBPE>>,
+    cl100k: Option<Arc<CoreBPE>>,
+    overrides: Overrides,
+}
+
+impl fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("o200k_loaded", &self.o200k.is_some())
+            .field("cl100k_loaded", &self.cl100k.is_some())
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}
+
+// === impl Tokenizer ===
+
+impl Tokenizer {
+    /// Builds both encoders (a start-up cost paid once) with per-model encoding overrides.
+    ///
+    /// An override key is an exact model name, or a prefix ending in `*` (`"my-ft-*"`). Exact
+    /// names win over prefixes, and the longest prefix wins among prefixes.
+    pub fn new(overrides: Vec<(String, Encoding)>) -> Self {
+        Self {
+            o200k: tiktoken_rs::o200k_base().ok().map(Arc::new),
+            cl100k: tiktoken_rs::cl100k_base().ok().map(Arc::new),
+            overrides: Overrides::new(overrides),
+        }
+    }
+
+    /// A process-wide tokenizer without overrides, built on first use. Prefer passing a
+    /// configured [`Tokenizer`] around; this exists for call sites with no access to one.
+    pub fn global() -> &'static Tokenizer {
+        static GLOBAL: OnceLock<Tokenizer> = OnceLock::new();
+        GLOBAL.get_or_init(|| Tokenizer::new(Vec::new()))
+    }
+
+    /// Whether both encodings were built, i.e. counts are exact rather than estimated.
+    pub fn is_exact(&self) -> bool {
+        self.o200k.is_some() && self.cl100k.is_some()
+    }
+
+    /// The encoding `model` uses: an override if one matches, else OpenAI's published mapping,
+    /// else `o200k_base` (what every current OpenAI model uses, and the better guess for an
+    /// unknown one).
+    pub fn encoding_for(&self, model: &str) -> Encoding {
+        let base = base_model(model);
+        self.overrides
+            .lookup(model)
+            .or_else(|| self.overrides.lookup(base))
+            .unwrap_or_else(|| builtin_encoding(base))
+    }
+
+    /// Tokens of `text` alone, with `model`'s encoding.
+    pub fn count_text(&self, model: &str, text: &str) -> u64 {
+        count_with(self.bpe(self.encoding_for(model)), text)
+    }
+
+    /// Tokens the prompt of a chat request costs, by OpenAI's cookbook formula: 3 per message
+    /// plus its role and content, 1 more plus the name's tokens for a named message, plus 3 to
+    /// prime the reply.
+    ///
+    /// Beyond the cookbook (approximations, since OpenAI does not publish how these render):
+    /// - multi-part content counts the text of its text parts; images, audio and files are not
+    ///   counted at all, so such prompts are undercounted;
+    /// - an assistant's tool calls count their function name and arguments as text, and a tool
+    ///   message its `tool_call_id`;
+    /// - `tools` counts as the compact JSON of the definitions, which is near but not equal to
+    ///   the TypeScript-like form OpenAI renders them in.
+    pub fn count_chat_prompt(&self, model: &str, req: &ChatRequest) -> u64 {
+        let bpe = self.bpe(self.encoding_for(model));
+        let mut total = REPLY_PRIMING;
+        for message in &req.messages {
+            total = total.saturating_add(count_message(bpe, message));
+        }
+        if let Some(tools) = req.tools.as_ref().filter(|tools| !tools.is_empty()) {
+            // Serialising typed JSON values cannot fail in practice; if it ever did, the tools
+            // go uncounted rather than failing the request.
+            if let Ok(json) = serde_json::to_string(tools) {
+                total = total.saturating_add(count_with(bpe, &json));
+            }
+        }
+        total
+    }
+
+    /// Tokens of a completion's text. Same as [`Tokenizer::count_text`]: the reply priming is
+    /// already counted on the prompt side.
+    pub fn count_completion(&self, model: &str, text: &str) -> u64 {
+        self.count_text(model, text)
+    }
+
+    fn bpe(&self, encoding: Encoding) -> Option<&CoreBPE> {
+        match encoding {
+            Encoding::O200kBase => self.o200k.as_deref(),
+            Encoding::Cl100kBase => self.cl100k.as_deref(),
+        }
+    }
+}
+
+/// One message's share of the prompt: overhead, role, content, name, tool calls.
+fn count_message(bpe: Option<&CoreBPE>, message: &ChatMessage) -> u64 {
+    let mut total = TOKENS_PER_MESSAGE.saturating_add(count_with(bpe, role_name(message.role)));
+    match &message.content {
+        Some(MessageContent::Text(text)) => total = total.saturating_add(count_with(bpe, text)),
+        Some(MessageContent::Parts(parts)) => {
+            // Each text part on its own: no joined copy of a possibly large content.
+            for text in parts.iter().filter_map(|part| part.text.as_deref()) {
+                total = total.saturating_add(count_with(bpe, text));
+            }
+        }
+        None => {}
+    }
+    if let Some(name) = &message.name {
+        total = total
+            .saturating_add(TOKENS_PER_NAME)
+            .saturating_add(count_with(bpe, name));
+    }
+    for call in message.tool_calls.iter().flatten() {
+        total = total
+            .saturating_add(count_with(bpe, &call.function.name))
+            .saturating_add(count_with(bpe, &call.function.arguments));
+    }
+    if let Some(id) = &message.tool_call_id {
+        total = total.saturating_add(count_with(bpe, id));
+    }
+    total
+}
+
+/// Ordinary encoding: special-token text is plain text, as with tiktoken's
+/// `encode(text, disallowed_special=())`.
+fn count_with(bpe: Option<&CoreBPE>, text: &str) -> u64 {
+    let tokens = match bpe {
+        Some(bpe) => whitespace_safe_segments(text)
+            .map(|segment| encode_len(bpe, segment))
+            .fold(0_usize, usize::saturating_add),
+        None => estimate(text),
+    };
+    u64::try_from(tokens).unwrap_or(u64::MAX)
+}
+
+/// About four bytes per token for English text; used only where exact counting is impossible.
+fn estimate(text: &str) -> usize {
+    text.len().div_ceil(4)
+}
+
+/// Counts one segment, never unwinding into the caller.
+fn encode_len(bpe: &CoreBPE, segment: &str) -> usize {
+    // tiktoken-rs unwraps its regex matcher's result; `whitespace_safe_segments` avoids the one
+    // failure known (a backtracking-stack overflow), and this catches any other, so a request
+    // can never bring a worker down through counting. The call only reads the tables and uses
+    // the regex's scratch caches, so an unwind leaves nothing half-updated.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        bpe.encode_ordinary(segment).len()
+    }))
+    .unwrap_or_else(|_| estimate(segment))
+}
+
+/// Longest whitespace run (in chars) handed to tiktoken in one piece.
+///
+/// The `\s+(?!\S)` branch of both encodings' split pattern runs in fancy-regex's backtracking
+/// VM, which pushes one entry per whitespace char and fails (Python tiktoken and tiktoken-rs
+/// both panic) at about a million spaces or tabs in a row. Longer runs are cut into pieces this
+/// long, a tenth of that limit.
+const MAX_WHITESPACE_RUN: usize = 100_000;
+
+/// `text` cut inside whitespace runs longer than [`MAX_WHITESPACE_RUN`]; any other text,
+/// including every text shorter than that many bytes, is yielded whole and so counted exactly
+/// as tiktoken counts it. A cut changes the count by a token or two per cut, on inputs
+/// tiktoken itself cannot count.
+fn whitespace_safe_segments(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= MAX_WHITESPACE_RUN {
+            rest.len()
+        } else {
+            first_long_run_cut(rest).unwrap_or(rest.len())
+        };
+        let (segment, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(segment)
+    })
+}
+
+/// The byte offset just after the first [`MAX_WHITESPACE_RUN`] chars of the first whitespace
+/// run that is longer than that, if there is one.
+fn first_long_run_cut(text: &str) -> Option<usize> {
+    let mut run = 0_usize;
+    for (at, ch) in text.char_indices() {
+        if !ch.is_whitespace() {
+            run = 0;
+            continue;
+        }
+        // `run` chars of this run come before `ch`; cutting here keeps exactly
+        // MAX_WHITESPACE_RUN of them in the segment, and only if the run goes on past it.
+        if run == MAX_WHITESPACE_RUN {
+            return Some(at);
+        }
+        run += 1;
+    }
+    None
+}
+
+/// The role as it appears in the rendered prompt.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::Developer => "developer",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::Function => "function",
+    }
+}
+
+/// The bare model id: no routing prefix (`openai/gpt-4o` → `gpt-4o`) and no fine-tune
+/// wrapper (`ft:gpt-4o-mini:org::id` → `gpt-4o-mini`), since both use the base model's encoding.
+fn base_model(model: &str) -> &str {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    match model.strip_prefix("ft:") {
+        Some(rest) => rest.split(':').next().unwrap_or(rest),
+        None => model,
+    }
+}
+
+/// OpenAI's published model → encoding mapping; unknown models get `o200k_base`.
+fn builtin_encoding(model: &str) -> Encoding {
+    // "gpt-4-" rather than "gpt-4" so gpt-4o, gpt-4.1 and gpt-4.5 (o200k) do not match.
+    let cl100k = model == "gpt-4"
+        || model.starts_with("gpt-4-")
+        || model.starts_with("gpt-3.5")
+        || model.starts_with("gpt-35-") // Azure's spelling
+        || model.starts_with("text-embedding-3-")
+        || model.starts_with("text-embedding-ada-002");
+    if cl100k {
+        Encoding::Cl100kBase
+    } else {
+        Encoding::O200kBase
+    }
+}
+
+// === impl Overrides ===
+
+/// Configured model → encoding overrides, split so lookups need no parsing.
+#[derive(Clone, Debug, Default)]
+struct Overrides {
+    exact: HashMap<String, Encoding>,
+    /// Sorted longest first, so the most specific prefix wins.
+    prefixes: Vec<(String, Encoding)>,
+}
+
+impl Overrides {
+    fn new(entries: Vec<(String, Encoding)>) -> Self {
+        let mut overrides = Self::default();
+        for (key, encoding) in entries {
+            match key.strip_suffix('*') {
+                Some(prefix) => overrides.prefixes.push((prefix.to_owned(), encoding)),
+                None => {
+                    overrides.exact.insert(key, encoding);
+                }
+            }
+        }
+        overrides
+            .prefixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        overrides
+    }
+
+    fn lookup(&self, model: &str) -> Option<Encoding> {
+        self.exact.get(model).copied().or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| model.starts_with(prefix.as_str()))
+                .map(|(_, encoding)| *encoding)
+        })
+    }
+}
+
+/// Internals the sibling tests check directly.
+#[cfg(test)]
+pub(super) mod tests_support {
+    /// The segments `text` is counted in.
+    pub(in crate::tokens) fn segments(text: &str) -> Vec<&str> {
+        super::whitespace_safe_segments(text).collect()
+    }
+}
