@@ -428,6 +428,19 @@ impl Call<'_> {
             common_headers(headers, &route.provider.name, overhead);
             return Ok((response, Health::Healthy));
         }
+        self.answer_json(route, resp, deadline).await
+    }
+
+    /// A complete (non-streaming) answer: read, translated if needed, metered, priced.
+    async fn answer_json(
+        &mut self,
+        route: &Route,
+        resp: http::Response<hyper::body::Incoming>,
+        deadline: Instant,
+    ) -> Result<(Response, Health), AttemptError> {
+        let kind = route.provider.config.kind;
+        let idle = route.provider.config.stream_idle_timeout;
+        let max = self.proxy.max_response_bytes;
         let t0 = Instant::now();
         let body = attempt::read_body(resp, max, idle, deadline).await?;
         self.upstream_time += t0.elapsed();
