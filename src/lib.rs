@@ -28,6 +28,7 @@ pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod server;
+pub mod shield;
 pub mod state;
 pub mod store;
 pub mod tasks;

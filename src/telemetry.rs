@@ -31,6 +31,7 @@ pub mod names {
     pub const AUDIT_QUEUE_DEPTH: &str = "sentinel_audit_queue_depth";
     pub const AUDIT_WRITE_FAILURES: &str = "sentinel_audit_write_failures_total";
     pub const AUDIT_SPILLED: &str = "sentinel_audit_spilled_total";
+    pub const SHIELD_FINDINGS: &str = "sentinel_shield_findings_total";
 }
 
 /// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
@@ -184,6 +185,10 @@ fn describe() {
     describe_counter!(
         names::AUDIT_WRITE_FAILURES,
         "Audit batches the store refused (they were spilled)."
+    );
+    describe_counter!(
+        names::SHIELD_FINDINGS,
+        "Guardrail findings, by rule and action (counted once per rule per request)."
     );
     describe_counter!(
         names::AUDIT_SPILLED,

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::config::raw::{BudgetPeriod, PolicyMode};
+use crate::config::raw::{BudgetPeriod, PolicyMode, RawShield};
 use crate::error::{ErrorCode, GatewayError};
 use crate::store::{Budget, KeyRecord, Limits, Store, StoreError, Tenant};
 use crate::tenancy::{self, unix_now};
@@ -25,16 +25,33 @@ pub type AdminState = Arc<dyn Store>;
 pub struct TenantInput {
     #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<Option<String>>,
     #[serde(default)]
     pub models: Option<Vec<String>>,
     /// `null` removes the limits.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub limits: Option<Option<LimitsInput>>,
     /// `null` removes the budget.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub budget: Option<Option<BudgetInput>>,
+    /// Guardrail overrides (same shape as `[shield]`); `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    pub shield: Option<Option<RawShield>>,
+}
+
+/// A field that is present: `Some(value)`, where `null` is `Some(None)` (absent stays `None`
+/// through `default`), so PATCH can tell "remove" from "leave alone".
+#[expect(
+    clippy::option_option,
+    reason = "absent, null and a value are three different PATCH intents"
+)]
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `limits` of a tenant.
@@ -129,6 +146,15 @@ fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
             }
         };
     }
+    if let Some(shield) = input.shield {
+        if let Some(over) = &shield {
+            let policy = crate::shield::rules::policy_of(over);
+            crate::shield::Shield::new()
+                .compile(&policy)
+                .map_err(|e| invalid(format!("shield: {e}")).with_param("shield"))?;
+        }
+        tenant.shield = shield;
+    }
     if let Some(limits) = input.limits {
         tenant.limits = limits.map_or_else(Limits::default, |l| Limits {
             rpm: l.rpm,
@@ -200,6 +226,7 @@ pub async fn create_tenant(State(store): State<AdminState>, body: AdminBody) -> 
             models: Vec::new(),
             limits: Limits::default(),
             budget: None,
+            shield: None,
         };
         apply(&mut tenant, input)?;
         store

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use crate::context::{ParsedBody, RequestId, RequestStart};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metering::LedgerSlot;
+use crate::middleware::guard::ResponseGuard;
 use crate::providers::Endpoint;
 use crate::proxy::{Proxy, RequestMeta};
 use crate::tenancy::RequestContext;
@@ -39,6 +40,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
         .into_response();
     };
     let ledger = ext.remove::<LedgerSlot>().and_then(|slot| slot.take());
+    let response_guard = ext.remove::<ResponseGuard>();
     proxy
         .handle(
             RequestMeta {
@@ -46,6 +48,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
                 caller,
                 started,
                 endpoint,
+                response_guard,
             },
             body,
             ledger,

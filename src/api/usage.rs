@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::{scope_tenant, Caller};
 use super::time::{parse_bound, Bound};
-use crate::audit::record::{civil_from_days, day_of, now_ms, parse_day};
+use crate::audit::record::{day_of, now_ms, parse_day};
 use crate::error::{ErrorCode, GatewayError};
 use crate::store::{Store, UsageRow};
 use crate::tokens::pricing::usd_f64;
@@ -141,18 +141,28 @@ async fn build(
         )
         .with_param("start"));
     }
-    let rows = store
-        .usage_rows(&tenant, &start_day, &end_day)
+    compute(store, &tenant, &start_day, &end_day, q.group_by)
         .await
         .map_err(|e| {
             GatewayError::new(ErrorCode::Unavailable, format!("usage is unavailable: {e}"))
                 .with_retry_after(std::time::Duration::from_secs(1))
-        })?;
+        })
+}
+
+/// The report of `tenant` for the days `start_day..=end_day`, from the rollups.
+pub async fn compute(
+    store: &dyn Store,
+    tenant: &str,
+    start_day: &str,
+    end_day: &str,
+    group_by: Option<GroupBy>,
+) -> Result<UsageReport, crate::store::StoreError> {
+    let rows = store.usage_rows(tenant, start_day, end_day).await?;
     let mut total = Sum::default();
     let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
     for r in &rows {
         total.add(r);
-        if let Some(g) = q.group_by {
+        if let Some(g) = group_by {
             let k = match g {
                 GroupBy::Model => r.model.clone(),
                 GroupBy::Day => r.day.clone(),
@@ -161,7 +171,7 @@ async fn build(
             groups.entry(k).or_default().add(r);
         }
     }
-    let field = q.group_by.map(|g| match g {
+    let field = group_by.map(|g| match g {
         GroupBy::Model => "model",
         GroupBy::Day => "day",
         GroupBy::Key => "key_id",
@@ -177,10 +187,10 @@ async fn build(
         })
         .collect();
     Ok(UsageReport {
-        tenant,
-        start: format!("{}T00:00:00Z", civil_from_days(a)),
-        end: format!("{}T23:59:59Z", civil_from_days(b)),
-        group_by: q.group_by.map(|g| match g {
+        tenant: tenant.to_owned(),
+        start: format!("{start_day}T00:00:00Z"),
+        end: format!("{end_day}T23:59:59Z"),
+        group_by: group_by.map(|g| match g {
             GroupBy::Model => "model",
             GroupBy::Day => "day",
             GroupBy::Key => "key",

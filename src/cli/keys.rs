@@ -67,6 +67,7 @@ pub async fn run(
                         models: Vec::new(),
                         limits: crate::store::Limits::default(),
                         budget: None,
+                        shield: None,
                     })
                     .await?;
                 writeln!(out, "created tenant {tenant}")?;

@@ -87,6 +87,11 @@ pub struct Config {
     /// The built-in price list with the `[pricing]` overrides applied.
     #[serde(skip)]
     pub pricing: Arc<crate::tokens::pricing::PricingTable>,
+    /// `[shield]` as written (tenant overrides merge onto it).
+    pub shield: raw::RawShield,
+    /// The compiled guardrails (detectors and the global policy), built once.
+    #[serde(skip)]
+    pub guardrails: Arc<crate::shield::rules::Guardrails>,
     pub demo: DemoConfig,
 }
 
@@ -109,6 +114,7 @@ pub struct TenantConfig {
     pub models: Vec<String>,
     pub limits: crate::store::Limits,
     pub budget: Option<crate::store::Budget>,
+    pub shield: Option<raw::RawShield>,
     pub keys: Vec<BootstrapKey>,
 }
 

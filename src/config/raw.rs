@@ -276,7 +276,7 @@ pub enum ShieldAction {
 }
 
 /// One guardrail rule's setting.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub action: ShieldAction,
@@ -284,13 +284,17 @@ pub struct RawRule {
     pub threshold: Option<f64>,
 }
 
-/// `[shield]` (also the per-tenant override).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[shield]` (also the per-tenant override, stored on the tenant record).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawShield {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pii: Option<RawRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub injection: Option<RawRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deny_terms: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub responses: bool,
 }
 

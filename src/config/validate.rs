@@ -64,7 +64,9 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
     };
     let providers = providers(&raw.providers, env)?;
     let models = models(&raw.models, &providers)?;
-    let tenants = tenants(&raw.tenants, &models, env)?;
+    let guardrails = crate::shield::rules::Guardrails::new(&raw.shield)
+        .map_err(|e| problem("shield", e.to_string()))?;
+    let tenants = tenants(&raw.tenants, &models, &guardrails, env)?;
     let audit = audit(&raw.audit)?;
     let pricing = std::sync::Arc::new(pricing(&raw.pricing)?);
     let demo = DemoConfig {
@@ -81,6 +83,8 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         tenants,
         audit,
         pricing,
+        shield: raw.shield.clone(),
+        guardrails: std::sync::Arc::new(guardrails),
         demo,
     })
 }
@@ -124,7 +128,7 @@ fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
 /// so a config never silently means less than it says.
 fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
     const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 7] = [
+    let checks: [(bool, &str, &str); 4] = [
         (
             raw.cache.exact.enabled,
             "cache.exact.enabled",
@@ -136,17 +140,6 @@ fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
             "the semantic cache",
         ),
         (raw.judge.enabled, "judge.enabled", "the LLM judge"),
-        (raw.shield.pii.is_some(), "shield.pii", "the shield"),
-        (
-            raw.shield.injection.is_some(),
-            "shield.injection",
-            "the shield",
-        ),
-        (
-            !raw.shield.deny_terms.is_empty() || raw.shield.responses,
-            "shield.deny_terms",
-            "the shield",
-        ),
         (
             !raw.telemetry.otlp_endpoint.trim().is_empty(),
             "telemetry.otlp_endpoint",
@@ -167,6 +160,7 @@ fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
 fn tenants(
     raw: &[raw::RawTenant],
     models: &[ModelConfig],
+    guardrails: &crate::shield::rules::Guardrails,
     env: &dyn EnvSource,
 ) -> Result<Vec<TenantConfig>, Problem> {
     let mut seen = HashSet::new();
@@ -180,7 +174,6 @@ fn tenants(
             for (on, field, feature) in [
                 (t.cache.is_some(), "cache", "the cache"),
                 (t.judge.is_some(), "judge", "the LLM judge"),
-                (t.shield.is_some(), "shield", "the shield"),
             ] {
                 if on {
                     return Err(problem(key(field), format!("{feature} is not available in this build yet; remove this setting")));
@@ -222,7 +215,10 @@ fn tenants(
                     Some(Budget { limit_usd: b.limit_usd, period: b.period, mode: b.mode })
                 }
             };
-            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, keys })
+            if let Some(over) = &t.shield {
+                guardrails.check(over).map_err(|e| problem(key("shield"), e.to_string()))?;
+            }
+            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, shield: t.shield.clone(), keys })
         })
         .collect()
 }

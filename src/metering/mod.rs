@@ -161,6 +161,11 @@ impl LedgerSlot {
     pub fn take(&self) -> Option<Ledger> {
         self.0.try_lock().ok().and_then(|mut slot| slot.take())
     }
+
+    /// Runs `f` on the ledger while it is still in the slot.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> Option<R> {
+        self.0.try_lock().ok().and_then(|mut slot| slot.as_mut().map(f))
+    }
 }
 
 /// One request's accounting, from admission to its outcome.
@@ -207,6 +212,14 @@ impl Ledger {
     /// The tenant.
     pub fn tenant(&self) -> &Arc<str> {
         &self.tenant
+    }
+
+    /// The shield rewrote the request: with `audit.store_bodies = "redacted"` the record keeps
+    /// this form instead of the client's bytes.
+    pub fn redacted_request(&mut self, body: Bytes) {
+        if self.meter.store_bodies == StoreBodies::Redacted {
+            self.raw = body;
+        }
     }
 
     /// Tokens of `text` in `model`'s encoding.

@@ -2,6 +2,7 @@
 
 pub mod admit;
 pub mod auth;
+pub mod guard;
 pub mod parse;
 pub mod request_id;
 pub mod timeout;

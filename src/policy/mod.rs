@@ -39,6 +39,9 @@ use crate::tokens::Tokenizer;
 pub const DEFAULT_COMPLETION_RESERVE: u64 = 4096;
 /// After a store failure, counters stay local this long before the store is tried again.
 pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long `/health` reports per-replica counters after the local-only period that follows
+/// the last store failure ([`STORE_RETRY_AFTER`]).
+pub const DEGRADED_FOR: Duration = Duration::from_secs(2);
 /// The rate-limit window.
 pub const MINUTE: Duration = Duration::from_secs(60);
 
@@ -170,9 +173,13 @@ impl Policy {
         }
     }
 
-    /// Whether the last counter operation had to fall back to local counters.
+    /// Whether counters fell back to this replica's own recently: a failure less than
+    /// [`DEGRADED_FOR`] ago that no successful operation has cleared since. Without traffic
+    /// the flag lapses by itself, so a replica out of rotation can become ready again.
     pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        let last = self.store_down_until.load(Ordering::Relaxed);
+        let lapse = u64::try_from(DEGRADED_FOR.as_millis()).unwrap_or(u64::MAX);
+        self.degraded.load(Ordering::Relaxed) && now_ms() < last.saturating_add(lapse)
     }
 
     fn store_usable(&self, now: u64) -> bool {

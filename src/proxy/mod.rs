@@ -77,6 +77,8 @@ pub struct RequestMeta {
     pub caller: Arc<RequestContext>,
     pub started: Instant,
     pub endpoint: Endpoint,
+    /// Guardrails for the answer, when the tenant's policy checks responses.
+    pub response_guard: Option<crate::middleware::guard::ResponseGuard>,
 }
 
 /// Minimal view of a non-streaming answer: just its usage.
@@ -458,20 +460,37 @@ impl Call<'_> {
             (body, usage)
         };
         let overhead = self.overhead();
-        let completion = self.completion(route);
+        let mut completion = self.completion(route);
         let completion_estimate = match (&usage, self.meta.endpoint) {
             (None, Endpoint::Chat) => completion.estimate_completion(&body),
             _ => None,
         };
+        let (body, blocked) = match &self.meta.response_guard {
+            Some(guard) if self.meta.endpoint == Endpoint::Chat => {
+                guard_answer(guard, body, &mut completion)
+            }
+            _ => (body, None),
+        };
         let priced = completion.finish(
-            200,
+            if blocked.is_some() { 400 } else { 200 },
             Ending {
                 usage: usage.as_ref(),
                 completion_estimate,
                 response_body: Some(body.clone()),
+                error: blocked.map(|_| ErrorCode::ContentBlocked.as_str().to_owned()),
                 ..Ending::default()
             },
         );
+        if let Some(rule) = blocked {
+            // The provider answered (and is paid); the answer itself is withheld.
+            let mut response = GatewayError::new(
+                ErrorCode::ContentBlocked,
+                format!("the answer was blocked by the `{rule}` guardrail"),
+            )
+            .into_response();
+            common_headers(response.headers_mut(), &route.provider.name, overhead);
+            return Ok((response, Health::Healthy));
+        }
         let mut response = json_response(StatusCode::OK, body, &route.provider.name, overhead);
         if let Some(priced) = priced {
             if let Ok(v) = HeaderValue::from_str(&format_usd(priced.cost_nano)) {
@@ -504,6 +523,47 @@ impl Call<'_> {
             ledger: self.ledger.take(),
         }
     }
+}
+
+/// Scans a chat answer's message texts with the tenant's PII rules: redacts in place
+/// (re-serialising only when something changed), records findings on the ledger, and says
+/// which rule blocks it, if one does.
+fn guard_answer(
+    guard: &crate::middleware::guard::ResponseGuard,
+    body: Bytes,
+    completion: &mut Completion,
+) -> (Bytes, Option<&'static str>) {
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (body, None);
+    };
+    let mut verdict = crate::shield::Verdict::default();
+    let mut changed = false;
+    let choices = answer
+        .get_mut("choices")
+        .and_then(serde_json::Value::as_array_mut);
+    for choice in choices.into_iter().flatten() {
+        let Some(serde_json::Value::String(text)) = choice.pointer_mut("/message/content") else {
+            continue;
+        };
+        let v = guard.guardrails.shield().scan_text(&guard.policy, text);
+        changed |= v.redacted;
+        for f in v.findings {
+            if !verdict.findings.iter().any(|x| x.rule == f.rule) {
+                verdict.findings.push(f);
+            }
+        }
+        verdict.blocked_by = verdict.blocked_by.or(v.blocked_by);
+    }
+    let findings = crate::middleware::guard::record_findings(&verdict);
+    if let Some(ledger) = completion.ledger.as_mut() {
+        ledger.shield.extend(findings);
+    }
+    let body = if changed {
+        serde_json::to_vec(&answer).map_or(body, Bytes::from)
+    } else {
+        body
+    };
+    (body, verdict.blocked_by)
 }
 
 fn timeout_error() -> GatewayError {

@@ -17,7 +17,10 @@
 //!    whatever happens next) and applies the tenant's model allow-list (403), `rpm`/`tpm`
 //!    limits and budget (429), reserving tokens and money; adds `x-ratelimit-*` headers.
 //!    Reads `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart`; inserts `Ledger`.
-//! 7. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
+//! 7. `GuardLayer` (chat) — the tenant's shield: redacts PII in the parsed body (before the
+//!    cache and the provider see it), blocks with 400 `content_blocked`, records findings on
+//!    the `Ledger`; inserts `ResponseGuard` when answers are checked too.
+//! 8. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
 //!    `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart` and takes the `Ledger`,
 //!    which it finishes with the usage when the answer (or stream) ends.
 //!
@@ -48,6 +51,7 @@ use crate::api::{self, health::HealthState};
 use crate::error::{ErrorCode, GatewayError};
 use crate::middleware::admit::AdmitLayer;
 use crate::middleware::auth::AuthLayer;
+use crate::middleware::guard::GuardLayer;
 use crate::middleware::parse::{BodyKind, ParseBodyLayer};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::timeout::api_timeout;
@@ -63,6 +67,7 @@ pub fn app(state: &AppState) -> Router {
         .route(
             routes::CHAT_COMPLETIONS,
             post(api::proxy::chat_completions)
+                .layer(GuardLayer::new(Arc::clone(&state.config.guardrails)))
                 .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
                 .layer(ParseBodyLayer::new(BodyKind::Chat, limit)),
         )

@@ -36,6 +36,7 @@ fn tenant(id: &str) -> Tenant {
             period: BudgetPeriod::Month,
             mode: PolicyMode::DryRun,
         }),
+        shield: None,
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Tenant {
     pub limits: Limits,
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// Guardrail overrides on top of the global `[shield]` (see `shield::rules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shield: Option<crate::config::raw::RawShield>,
 }
 
 /// Requests and tokens per minute.

@@ -27,6 +27,7 @@ fn tenant(id: &str) -> Tenant {
         models: Vec::new(),
         limits: crate::store::Limits::default(),
         budget: None,
+        shield: None,
     }
 }
 

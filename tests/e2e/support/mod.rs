@@ -1,6 +1,7 @@
 //! Test support: the real `sentinel` binary on port 0, the in-process mock upstream on port 0,
 //! and a private `redis-server` on a free port.
 
+pub mod cluster;
 pub mod gateway;
 pub mod redis;
 pub mod upstream;

@@ -1,0 +1,396 @@
+//! Limits and budgets shared by several replicas through Redis (standalone and Cluster), under
+//! concurrent load, and the fallback while Redis is gone: per-replica counters, `degraded`
+//! health, no 5xx, and recovery without a restart.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::limits::{
+    assert_rate_limited, audit, avoid_minute_edge, chat, cost_bound_nano, eventually, metric,
+    secret, spent_nano, tenant, usd, wait_spent, PRICING, REAL_COST_NANO,
+};
+use crate::support::assert_openai_error;
+use crate::support::cluster::{RedisCluster, RedisNode};
+use crate::support::gateway::{basic_config, client_with_key, post_chat, Gateway};
+use crate::support::upstream::Upstream;
+
+fn standalone(url: &str) -> String {
+    format!("\n[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n")
+}
+
+fn cluster(urls: &[String]) -> String {
+    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "\n[store]\nbackend = \"redis\"\ncluster_urls = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// Sends `total` copies of `body` with `key`, `concurrency` at a time, request `i` to
+/// replica `i % gws.len()`. Returns `(status, error code)` per request.
+async fn burst(
+    gws: &[&Gateway],
+    key: &str,
+    total: usize,
+    concurrency: usize,
+    body: &Value,
+) -> Vec<(u16, Option<String>)> {
+    let urls: Arc<Vec<String>> =
+        Arc::new(gws.iter().map(|g| g.url("/v1/chat/completions")).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let client = client_with_key(key);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (urls, next, client, body) = (
+            Arc::clone(&urls),
+            Arc::clone(&next),
+            client.clone(),
+            body.clone(),
+        );
+        workers.spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return seen;
+                }
+                let resp = client
+                    .post(&urls[i % urls.len()])
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let code = if status == 200 {
+                    None
+                } else {
+                    let v: Value = resp.json().await.unwrap();
+                    v["error"]["code"].as_str().map(str::to_owned)
+                };
+                seen.push((status, code));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        all.extend(done.unwrap());
+    }
+    assert_eq!(all.len(), total);
+    all
+}
+
+/// 60 requests, 16 in flight, over `gws` against a tenant with `rpm = 20`: exactly 20 are
+/// admitted. The tolerance is zero: a take is one Lua script on Redis (atomic), so no two
+/// replicas can both take the last unit; and no false refusal either (at least 20 pass).
+async fn assert_rpm_exact(gws: &[&Gateway], up: &Upstream, key: &str) {
+    let before = up.mock.control().calls("/v1/chat/completions");
+    avoid_minute_edge().await;
+    let results = burst(gws, key, 60, 16, &chat(None)).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let limited = results
+        .iter()
+        .filter(|(s, c)| *s == 429 && c.as_deref() == Some("rate_limit_exceeded"))
+        .count();
+    assert_eq!(
+        ok,
+        20,
+        "{} replicas admitted {ok} of 60 with rpm = 20 (tolerance 0)",
+        gws.len()
+    );
+    assert_eq!(limited, 40, "every other answer is a 429: {results:?}");
+    assert_eq!(up.mock.control().calls("/v1/chat/completions") - before, 20);
+    // The window is shared: every replica now refuses, with the OpenAI headers.
+    for gw in gws {
+        let resp = post_chat(&client_with_key(key), gw, &chat(None)).await;
+        assert_eq!(
+            resp.headers()["x-ratelimit-remaining-requests"],
+            "0",
+            "{:?}",
+            resp.headers()
+        );
+        assert_rate_limited(resp).await;
+    }
+}
+
+#[tokio::test]
+async fn rpm_is_exact_across_two_and_three_replicas_on_one_redis() {
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    up.mock.control().set_latency(Duration::from_millis(10));
+    let (pair, trio) = (secret("rpm-pair"), secret("rpm-trio"));
+    let config = basic_config(
+        up.addr(),
+        &format!(
+            "{}{}{}",
+            standalone(&redis.url()),
+            tenant("pair", "PAIR_KEY", "limits = { rpm = 20 }"),
+            tenant("trio", "TRIO_KEY", "limits = { rpm = 20 }")
+        ),
+    );
+    let env = [("PAIR_KEY", pair.as_str()), ("TRIO_KEY", trio.as_str())];
+    let a = Gateway::start_with_env(&config, &env).await;
+    let b = Gateway::start_with_env(&config, &env).await;
+    let c = Gateway::start_with_env(&config, &env).await;
+    assert_rpm_exact(&[&a, &b], &up, &pair).await;
+    assert_rpm_exact(&[&a, &b, &c], &up, &trio).await;
+}
+
+#[tokio::test]
+async fn rpm_is_exact_across_replicas_on_a_redis_cluster() {
+    let redis = RedisCluster::start().await;
+    let up = Upstream::start().await;
+    up.mock.control().set_latency(Duration::from_millis(10));
+    let key = secret("rpm-cluster");
+    let config = basic_config(
+        up.addr(),
+        &format!(
+            "{}{}",
+            cluster(&redis.urls()),
+            tenant("clustered", "CL_KEY", "limits = { rpm = 20 }")
+        ),
+    );
+    let env = [("CL_KEY", key.as_str())];
+    let a = Gateway::start_with_env(&config, &env).await;
+    let b = Gateway::start_with_env(&config, &env).await;
+    assert_rpm_exact(&[&a, &b], &up, &key).await;
+    assert!(redis.dbsize().await > 0, "the state lives in the cluster");
+}
+
+#[tokio::test]
+async fn budget_across_two_replicas_overshoots_by_at_most_the_requests_in_flight() {
+    const CONCURRENCY: usize = 8;
+    const MAX_TOKENS: u32 = 10;
+    let bound = cost_bound_nano(MAX_TOKENS);
+    // Room for about 16 real requests when reservations are settled promptly.
+    let limit = bound + 15 * REAL_COST_NANO + REAL_COST_NANO / 2;
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    // Slow enough that CONCURRENCY requests really are in flight together.
+    up.mock.control().set_latency(Duration::from_millis(40));
+    let key = secret("shared-wallet");
+    let policy = format!(
+        "budget = {{ limit_usd = {:.9}, period = \"day\", mode = \"enforce\" }}",
+        usd(limit)
+    );
+    let config = basic_config(
+        up.addr(),
+        &format!(
+            "{}{PRICING}{}",
+            standalone(&redis.url()),
+            tenant("shared", "SHARED_KEY", &policy)
+        ),
+    );
+    let env = [("SHARED_KEY", key.as_str())];
+    let a = Gateway::start_with_env(&config, &env).await;
+    let b = Gateway::start_with_env(&config, &env).await;
+
+    let results = burst(&[&a, &b], &key, 48, CONCURRENCY, &chat(Some(MAX_TOKENS))).await;
+    let admitted = i64::try_from(results.iter().filter(|(s, _)| *s == 200).count()).unwrap();
+    for (status, code) in &results {
+        assert!(
+            *status == 200 || (*status == 429 && code.as_deref() == Some("budget_exceeded")),
+            "{results:?}"
+        );
+    }
+    assert!((1..48).contains(&admitted), "admitted {admitted}");
+    wait_spent(&a, &key, admitted * REAL_COST_NANO).await;
+    let spent = spent_nano(&b, &key).await;
+    // SPEC: a budget never overshoots by more than the requests in flight when it ran out.
+    let in_flight = i64::try_from(CONCURRENCY).unwrap() * bound;
+    assert!(
+        spent <= limit + in_flight,
+        "spent {spent} > limit {limit} + in flight {in_flight}"
+    );
+    // Tighter, and what the reservations guarantee: every admitted request reserved its
+    // upper bound atomically and cost less than it, so the spend stays within the limit.
+    assert!(spent <= limit, "spent {spent} > limit {limit}");
+
+    // No reservation leaked under load: sequentially (each settled before the next), the
+    // budget admits until less than one bound is left, on either replica.
+    let client = client_with_key(&key);
+    let mut spent = spent;
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let resp = post_chat(&client, gw, &chat(Some(MAX_TOKENS))).await;
+        if resp.status() == 429 {
+            assert_openai_error(&resp.json().await.unwrap(), "budget_exceeded");
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        spent += REAL_COST_NANO;
+        wait_spent(gw, &key, spent).await;
+    }
+    assert!(spent <= limit, "spent {spent} > limit {limit}");
+    assert!(
+        limit - spent < bound,
+        "refused with {} nano-USD left, more than one bound ({bound}): a reservation leaked",
+        limit - spent
+    );
+}
+
+/// `/health` of `gw`.
+async fn health(gw: &Gateway) -> Value {
+    reqwest::get(gw.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn steady_config(up: &Upstream, redis: &RedisNode) -> String {
+    // Limits and a budget that this traffic never reaches, so every request goes through the
+    // shared counters (and their per-replica fallback) without being refused.
+    basic_config(
+        up.addr(),
+        &format!(
+            "{}{PRICING}{}",
+            standalone(&redis.url()),
+            tenant(
+                "steady",
+                "STEADY_KEY",
+                "limits = { rpm = 100000, tpm = 100000000 }\n\
+                 budget = { limit_usd = 1000.0, period = \"day\", mode = \"enforce\" }"
+            )
+        ),
+    )
+}
+
+/// Redis is killed during traffic and started again on the same port. It runs with an
+/// append-only file fsynced on every write, as a Redis holding tenants and keys must: the
+/// restarted server still knows the bootstrap tenant and key. (An empty Redis would be a
+/// different scenario, the loss of the store's data, in which the tenant is gone by design.)
+#[tokio::test]
+async fn redis_killed_and_restarted_during_traffic_no_5xx_and_recovery() {
+    let mut redis = RedisNode::start_persistent().await;
+    let up = Upstream::start().await;
+    let key = secret("steady");
+    let gw = Gateway::start_with_env(&steady_config(&up, &redis), &[("STEADY_KEY", &key)]).await;
+    let client = client_with_key(&key);
+    let mut answered = 0_usize;
+    let mut send = || {
+        answered += 1;
+        let n = answered;
+        let client = client.clone();
+        let gw = &gw;
+        async move {
+            let resp = post_chat(&client, gw, &chat(Some(20))).await;
+            let status = resp.status().as_u16();
+            // The limits still apply while Redis is gone (on this replica's counters).
+            let limited = resp
+                .headers()
+                .contains_key("x-ratelimit-remaining-requests");
+            let text = resp.text().await.unwrap();
+            assert_eq!(status, 200, "request {n}: {text}");
+            assert!(limited, "request {n} has no x-ratelimit-* headers");
+        }
+    };
+    for _ in 0..5 {
+        send().await;
+    }
+    eventually(Duration::from_secs(3), "health is ok", || async {
+        (health(&gw).await["status"] == "ok").then_some(())
+    })
+    .await;
+
+    // Down: the known key keeps working (cached), the counters fall back to this replica,
+    // health says degraded.
+    redis.kill().await;
+    let t0 = Instant::now();
+    let mut degraded = false;
+    while t0.elapsed() < Duration::from_secs(2) || !degraded {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "health never reported the store down"
+        );
+        send().await;
+        let h = health(&gw).await;
+        if h["checks"]["store"] == "down" {
+            assert_eq!(h["status"], "degraded", "{h}");
+            degraded = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&gw, "sentinel_store_errors_total", &[]).await > 0);
+
+    // Back: health returns to ok by itself while traffic keeps flowing, no restart.
+    redis.restart().await;
+    let t0 = Instant::now();
+    loop {
+        send().await;
+        let h = health(&gw).await;
+        if h["status"] == "ok" {
+            assert_eq!(h["checks"]["store"], "ok");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "health did not recover: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        send().await;
+    }
+
+    // Nothing was lost: the records spilled while Redis was down are replayed.
+    let total = answered;
+    eventually(
+        Duration::from_secs(15),
+        "spilled records are replayed",
+        || async {
+            let n = audit(&gw, &key).await.len();
+            assert!(n <= total, "{n} records for {total} requests");
+            (n == total).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Health must not depend on traffic to notice that the store is back: a replica that a
+/// readiness probe took out of rotation gets no requests, and would never come back.
+#[tokio::test]
+async fn health_and_readiness_recover_without_traffic_once_redis_returns() {
+    let mut redis = RedisNode::start_persistent().await;
+    let up = Upstream::start().await;
+    let key = secret("steady-idle");
+    let gw = Gateway::start_with_env(&steady_config(&up, &redis), &[("STEADY_KEY", &key)]).await;
+    let client = client_with_key(&key);
+    assert_eq!(post_chat(&client, &gw, &chat(Some(20))).await.status(), 200);
+
+    redis.kill().await;
+    // Limited traffic while down puts the counters on their per-replica fallback.
+    eventually(
+        Duration::from_secs(5),
+        "health reports the store down",
+        || async {
+            assert_eq!(post_chat(&client, &gw, &chat(Some(20))).await.status(), 200);
+            (health(&gw).await["checks"]["store"] == "down").then_some(())
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(post_chat(&client, &gw, &chat(Some(20))).await.status(), 200);
+    }
+
+    redis.restart().await;
+    // No request from here on until health is ok again.
+    let t0 = Instant::now();
+    loop {
+        let h = health(&gw).await;
+        if h["status"] == "ok" && h["checks"]["store"] == "ok" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "health did not recover without traffic within 5 s: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = reqwest::get(gw.url("/health/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(post_chat(&client, &gw, &chat(Some(20))).await.status(), 200);
+}
