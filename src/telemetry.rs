@@ -158,9 +158,10 @@ fn describe() {
         names::STORE_ERRORS,
         "Failed store operations, by operation."
     );
-    describe_counter!(
+    // USD needs fractions and the exporter's counters are integers: a gauge that only grows.
+    describe_gauge!(
         names::COST_USD,
-        "Money spent upstream, USD, by tenant and model."
+        "Money spent upstream, USD, by tenant and model (monotonic)."
     );
     describe_counter!(
         names::UNPRICED_REQUESTS,
@@ -210,6 +211,9 @@ fn register_at_zero(config: &Config) {
     ] {
         metrics::counter!(names::STORE_ERRORS, "op" => op).increment(0);
     }
+    for model in &config.models {
+        metrics::counter!(names::UNPRICED_REQUESTS, "model" => model.name.clone()).increment(0);
+    }
     for tenant in &config.tenants {
         let t = tenant.id.clone();
         metrics::counter!(names::BUDGET_REJECTIONS, "tenant" => t.clone()).increment(0);
@@ -218,8 +222,8 @@ fn register_at_zero(config: &Config) {
                 .increment(0);
         }
         for model in &config.models {
-            metrics::counter!(names::COST_USD, "tenant" => t.clone(), "model" => model.name.clone())
-                .increment(0);
+            metrics::gauge!(names::COST_USD, "tenant" => t.clone(), "model" => model.name.clone())
+                .increment(0.0);
         }
     }
     for provider in &config.providers {

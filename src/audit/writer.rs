@@ -5,7 +5,9 @@
 //! fails, the batch goes to the spill file and the writer switches to spilling: every later
 //! batch is appended behind it, so order is kept, and every [`REPLAY_EVERY`] it tries to move
 //! the spill into the store. Once the spill is empty it writes to the store directly again.
-//! On shutdown it drains the queue (to the store or the spill) before it returns.
+//! It runs until every sender is gone (the server has stopped and the last stream drain,
+//! settlement and judge call have finished), so a record made during the shutdown grace is
+//! still written; then it tries the spill once more and returns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -13,7 +15,6 @@ use std::time::Duration;
 
 use metrics::Counter;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::record::GENESIS;
 use super::spill::Spill;
@@ -24,8 +25,6 @@ use crate::telemetry::names;
 pub const BATCH: usize = 512;
 /// How often a spilling writer tries the store again.
 pub const REPLAY_EVERY: Duration = Duration::from_millis(250);
-/// How long shutdown waits for stragglers once the queue is empty.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
 static WRITE_FAILURES: LazyLock<Counter> =
     LazyLock::new(|| metrics::counter!(names::AUDIT_WRITE_FAILURES));
@@ -58,8 +57,8 @@ impl AuditWriter {
         &self.chain
     }
 
-    /// Runs until `shutdown`, then drains the queue and returns.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
+    /// Runs until the queue is closed and empty (every sender dropped), then returns.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Outcome>) {
         let mut buf = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(REPLAY_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,14 +75,6 @@ impl AuditWriter {
                         self.replay().await;
                     }
                 }
-                () = shutdown.cancelled() => break,
-            }
-        }
-        // Drain: whatever is queued (and arrives shortly after) is written or spilled.
-        loop {
-            match tokio::time::timeout(DRAIN_QUIET, rx.recv_many(&mut buf, BATCH)).await {
-                Ok(n) if n > 0 => self.write(std::mem::take(&mut buf)).await,
-                _ => break,
             }
         }
         if !self.spill.is_empty() {

@@ -73,7 +73,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
     let writer = AuditWriter::new(Arc::clone(&store), spill);
     tracing::info!(chain = writer.chain(), "audit writer started");
-    tasks.spawn("audit-writer", writer.run(audit_rx, tasks.shutdown_token()));
+    tasks.spawn("audit-writer", writer.run(audit_rx));
     let meter = Arc::new(Meter::new(
         tokenizer,
         Arc::clone(&config.pricing),
@@ -118,6 +118,9 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     if !clean {
         tracing::warn!("shutdown grace elapsed with requests still in flight; they were cut");
     }
+    // The audit writer stops once the last handle on its queue is gone: the state's here, the
+    // rest with the stream drains and judge workers that finish below.
+    drop(state);
     tasks.begin_shutdown();
     if !tasks.drain(config.server.shutdown_grace).await {
         tracing::warn!(

@@ -118,6 +118,35 @@ impl Meter {
         }
     }
 
+    /// Records a request refused before it was admitted (bad body, bad header).
+    pub fn refuse(
+        self: &Arc<Self>,
+        request_id: RequestId,
+        caller: &RequestContext,
+        endpoint: Endpoint,
+        started: Instant,
+        model: &str,
+        err: &crate::error::GatewayError,
+    ) {
+        self.open(
+            request_id,
+            caller,
+            endpoint,
+            started,
+            model,
+            false,
+            BTreeMap::new(),
+            Bytes::new(),
+        )
+        .finish(Finish {
+            status: err.code.status().as_u16(),
+            provider: "none",
+            error: Some(err.code.as_str().to_owned()),
+            overhead: started.elapsed(),
+            ..Finish::default()
+        });
+    }
+
     /// Prices `counts` of `model` (the upstream id that was billed).
     pub fn price(&self, model: &str, counts: &TokenCounts) -> (i64, bool) {
         match self.pricing.price(model) {
@@ -164,7 +193,10 @@ impl LedgerSlot {
 
     /// Runs `f` on the ledger while it is still in the slot.
     pub fn with<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> Option<R> {
-        self.0.try_lock().ok().and_then(|mut slot| slot.as_mut().map(f))
+        self.0
+            .try_lock()
+            .ok()
+            .and_then(|mut slot| slot.as_mut().map(f))
     }
 }
 

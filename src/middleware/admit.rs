@@ -96,7 +96,10 @@ where
             let started = ext.get::<RequestStart>().map_or_else(Instant::now, |s| s.0);
             let tags = match parse_tags(req.headers()) {
                 Ok(tags) => tags,
-                Err(err) => return Ok(err.into_response()),
+                Err(err) => {
+                    meter.refuse(id, &caller, endpoint, started, body.api.model(), &err);
+                    return Ok(err.into_response());
+                }
             };
             let stream = matches!(&body.api, ApiRequest::Chat(c) if c.is_stream());
             let mut ledger = meter.open(

@@ -15,10 +15,16 @@ use http::{header, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::{Layer, Service};
 
-use crate::context::{ApiRequest, ParsedBody};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::{ApiRequest, ParsedBody, RequestId, RequestStart};
 use crate::error::{ErrorCode, GatewayError};
+use crate::metering::Meter;
 use crate::openai::chat::ChatRequest;
 use crate::openai::embeddings::EmbeddingsRequest;
+use crate::providers::Endpoint;
+use crate::tenancy::RequestContext;
 
 /// Which typed request a route expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,16 +34,29 @@ pub enum BodyKind {
 }
 
 /// Adds [`ParseBody`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ParseBodyLayer {
     kind: BodyKind,
     limit: usize,
+    meter: Option<Arc<Meter>>,
 }
 
 impl ParseBodyLayer {
     /// Parses bodies of `kind`, refusing more than `limit` bytes.
     pub fn new(kind: BodyKind, limit: usize) -> Self {
-        Self { kind, limit }
+        Self {
+            kind,
+            limit,
+            meter: None,
+        }
+    }
+
+    /// Also leaves an audit record for a tenant's refused body (every request after auth has
+    /// one).
+    #[must_use]
+    pub fn metered(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 }
 
@@ -49,6 +68,7 @@ impl<S> Layer<S> for ParseBodyLayer {
             inner,
             kind: self.kind,
             limit: self.limit,
+            meter: self.meter.clone(),
         }
     }
 }
@@ -59,6 +79,7 @@ pub struct ParseBody<S> {
     inner: S,
     kind: BodyKind,
     limit: usize,
+    meter: Option<Arc<Meter>>,
 }
 
 impl<S> Service<Request<Body>> for ParseBody<S>
@@ -77,12 +98,27 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (kind, limit) = (self.kind, self.limit);
+        let (kind, limit, meter) = (self.kind, self.limit, self.meter.clone());
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let parsed = match read_and_parse(&parts.headers, body, kind, limit).await {
                 Ok(parsed) => parsed,
-                Err(err) => return Ok(err.into_response()),
+                Err(err) => {
+                    let ext = &parts.extensions;
+                    if let (Some(meter), Some(caller), Some(id)) = (
+                        meter,
+                        ext.get::<Arc<RequestContext>>(),
+                        ext.get::<RequestId>(),
+                    ) {
+                        let endpoint = match kind {
+                            BodyKind::Chat => Endpoint::Chat,
+                            BodyKind::Embeddings => Endpoint::Embeddings,
+                        };
+                        let started = ext.get::<RequestStart>().map_or_else(Instant::now, |s| s.0);
+                        meter.refuse(id.clone(), caller, endpoint, started, "unknown", &err);
+                    }
+                    return Ok(err.into_response());
+                }
             };
             parts.extensions.insert(parsed);
             inner.call(Request::from_parts(parts, Body::empty())).await

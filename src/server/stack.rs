@@ -69,7 +69,9 @@ pub fn app(state: &AppState) -> Router {
             post(api::proxy::chat_completions)
                 .layer(GuardLayer::new(Arc::clone(&state.config.guardrails)))
                 .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
-                .layer(ParseBodyLayer::new(BodyKind::Chat, limit)),
+                .layer(
+                    ParseBodyLayer::new(BodyKind::Chat, limit).metered(Arc::clone(&state.meter)),
+                ),
         )
         .route(
             routes::EMBEDDINGS,
@@ -78,7 +80,10 @@ pub fn app(state: &AppState) -> Router {
                     Arc::clone(&state.meter),
                     Endpoint::Embeddings,
                 ))
-                .layer(ParseBodyLayer::new(BodyKind::Embeddings, limit)),
+                .layer(
+                    ParseBodyLayer::new(BodyKind::Embeddings, limit)
+                        .metered(Arc::clone(&state.meter)),
+                ),
         )
         .with_state(Arc::clone(&state.proxy));
 

@@ -12,12 +12,17 @@
 
 mod support;
 
+mod accounting;
 mod anthropic;
+mod audit_log;
 mod config;
 mod errors;
+mod limits;
 mod ops;
 mod proxy;
 mod replicas;
+mod replicas_limits;
 mod resilience;
+mod shield;
 mod shutdown;
 mod tenancy;

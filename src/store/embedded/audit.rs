@@ -13,7 +13,7 @@ use crate::store::{
 /// rarely must not scan a whole tenant in one call).
 const SCAN_CAP: usize = 20_000;
 
-/// Inserts the new outcomes of `batch`; returns the settlements of those that were new (the
+/// Inserts the new outcomes of `batch` (new by their seal: tenant, chain and seq); returns the settlements of those that were new (the
 /// in-memory counters apply them after the commit).
 pub(super) fn record_outcomes(
     conn: &mut Connection,
@@ -24,7 +24,8 @@ pub(super) fn record_outcomes(
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO audit (tenant, request_id, ts_ms, record) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO audit (tenant, chain, seq, request_id, ts_ms, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(map_err)?;
         let mut usage = tx
@@ -54,7 +55,14 @@ pub(super) fn record_outcomes(
                 .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?;
             let ts = i64::try_from(r.ts_ms).unwrap_or(i64::MAX);
             if insert
-                .execute(params![r.tenant, r.request_id, ts, json])
+                .execute(params![
+                    r.tenant,
+                    r.chain,
+                    clamp(r.seq),
+                    r.request_id,
+                    ts,
+                    json
+                ])
                 .map_err(map_err)?
                 == 0
             {
@@ -152,7 +160,7 @@ pub(super) fn get(
         .prepare_cached(
             "SELECT a.record, j.judge FROM audit a
              LEFT JOIN audit_judge j ON j.tenant = a.tenant AND j.request_id = a.request_id
-             WHERE a.tenant = ?1 AND a.request_id = ?2",
+             WHERE a.tenant = ?1 AND a.request_id = ?2 ORDER BY a.rowid DESC LIMIT 1",
         )
         .and_then(|mut s| {
             s.query_row(params![tenant, request_id], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -56,16 +56,20 @@ CREATE TABLE IF NOT EXISTS budgets (
     PRIMARY KEY (tenant, period)
 ) WITHOUT ROWID;
 
--- The audit log: one sealed record per (tenant, request id); rowid is the write order and
--- the pagination cursor. `judge` is attached after sealing and is outside the hash.
+-- The audit log: one sealed record per (tenant, chain, seq) — the seal is what makes a write
+-- unique, since clients may reuse a request id; rowid is the write order and the pagination
+-- cursor. `judge` is attached after sealing and is outside the hash.
 CREATE TABLE IF NOT EXISTS audit (
     tenant     TEXT NOT NULL,
+    chain      TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
     request_id TEXT NOT NULL,
     ts_ms      INTEGER NOT NULL,
     record     TEXT NOT NULL,
-    UNIQUE (tenant, request_id)
+    UNIQUE (tenant, chain, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (tenant, ts_ms);
+CREATE INDEX IF NOT EXISTS audit_by_request ON audit (tenant, request_id);
 CREATE TABLE IF NOT EXISTS audit_judge (
     tenant     TEXT NOT NULL,
     request_id TEXT NOT NULL,

@@ -5,13 +5,15 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `sntl:{<t>}:audit` | stream | sealed records (`r` = JSON), trimmed by `MINID` to the retention |
-//! | `sntl:{<t>}:audit:rid:<request_id>` | string | the record's stream id (idempotency + lookup), expires with the retention |
+//! | `sntl:{<t>}:audit:seen:<chain>:<seq>` | string | marks a sealed record as written (idempotency), expires with the retention |
+//! | `sntl:{<t>}:audit:rid:<request_id>` | string | the stream id of the latest record with that request id (lookup), expires with the retention |
 //! | `sntl:{<t>}:audit:judge:<request_id>` | string | the judge's result, JSON (outside the seal) |
 //! | `sntl:{<t>}:audit:chains` | hash | chain id → `seq:hash` of its last record |
 //! | `sntl:{<t>}:usage:<YYYY-MM-DD>` | hash | `<model>\x1f<key_id>\x1f<metric>` → count |
 //!
 //! One `RECORD` script per outcome writes the record, its rollup and its settlement, and does
-//! nothing when the request id is already known: replays after an outage are harmless.
+//! nothing when the record's seal (chain and seq) is already known: replays after an outage
+//! are harmless, while a client reusing a request id still gets every request recorded.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -35,15 +37,17 @@ const SCAN_CAP: usize = 20_000;
 /// Unit separator between the parts of a rollup field.
 const SEP: char = '\u{1f}';
 
-/// KEYS: stream, rid, chains, usage day, budget period (or an unused key), window buckets...
+/// KEYS: stream, rid, chains, usage day, budget period (or an unused key), seen, window
+/// buckets...
 /// ARGV: 1 record, 2 retention s, 3 minid ms, 4 chain, 5 seq, 6 hash, 7 rollup field prefix,
 /// 8 prompt, 9 completion, 10 cost, 11 hit, 12 saved, 13 budget reserved (`''`: none),
 /// 14 usage ttl s, 15 window ttl ms, 16 record time (Unix ms), then one delta per window
 /// bucket.
 const RECORD: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[6]) == 1 then
   return 0
 end
+redis.call('SET', KEYS[6], '1', 'EX', ARGV[2])
 -- The entry id follows the record's time (so time ranges are id ranges), never going below
 -- the newest entry: a record written late (replayed) takes the newest entry's millisecond.
 local at = tonumber(ARGV[16])
@@ -84,8 +88,8 @@ if ARGV[13] ~= '' then
   end
   redis.call('HINCRBY', KEYS[5], 'spent', ARGV[10])
 end
-for i = 6, #KEYS do
-  local delta = tonumber(ARGV[16 + i - 5])
+for i = 7, #KEYS do
+  local delta = tonumber(ARGV[16 + i - 6])
   local raw = redis.call('GET', KEYS[i])
   local cur = tonumber(raw or '0')
   if cur + delta >= 0 then
@@ -112,6 +116,9 @@ fn stream(tenant: &str) -> String {
 }
 fn rid(tenant: &str, request_id: &str) -> String {
     format!("sntl:{{{tenant}}}:audit:rid:{request_id}")
+}
+fn seen(tenant: &str, chain: &str, seq: u64) -> String {
+    format!("sntl:{{{tenant}}}:audit:seen:{chain}:{seq}")
 }
 fn judge_key(tenant: &str, request_id: &str) -> String {
     format!("sntl:{{{tenant}}}:audit:judge:{request_id}")
@@ -145,6 +152,7 @@ impl RedisStore {
             Some((period, _)) => inv.key(keys::budget(&r.tenant, period)),
             None => inv.key(format!("sntl:{{{}}}:nobudget", r.tenant)),
         };
+        inv.key(seen(&r.tenant, &r.chain, r.seq));
         let mut window_ttl = 0;
         for w in &o.settle.windows {
             inv.key(keys::window(&w.scope, w.taken_at_ms / w.window_ms.max(1)));
