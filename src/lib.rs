@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod judge;
 pub mod metering;
 pub mod middleware;
 pub mod mock_provider;

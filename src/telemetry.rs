@@ -32,6 +32,10 @@ pub mod names {
     pub const AUDIT_WRITE_FAILURES: &str = "sentinel_audit_write_failures_total";
     pub const AUDIT_SPILLED: &str = "sentinel_audit_spilled_total";
     pub const SHIELD_FINDINGS: &str = "sentinel_shield_findings_total";
+    pub const JUDGE_SCORE: &str = "sentinel_judge_score";
+    pub const JUDGE_FAILURES: &str = "sentinel_judge_failures_total";
+    pub const JUDGE_DROPPED: &str = "sentinel_judge_dropped_total";
+    pub const JUDGE_LOW_SCORES: &str = "sentinel_judge_low_scores_total";
 }
 
 /// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
@@ -90,6 +94,9 @@ pub fn init_tracing(format: LogFormat, env: &dyn EnvSource) {
 }
 
 /// Latency buckets in seconds: fine below 10 ms (gateway overhead), coarse up to minutes.
+/// Judge score buckets: the 0-10 scale.
+const SCORE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -104,6 +111,8 @@ pub struct MetricsError(String);
 pub fn install_metrics(config: &Config) -> Result<PrometheusHandle, MetricsError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| MetricsError(e.to_string()))?
+        .set_buckets_for_metric(Matcher::Full(names::JUDGE_SCORE.into()), SCORE_BUCKETS)
         .map_err(|e| MetricsError(e.to_string()))?
         .install_recorder()
         .map_err(|e| MetricsError(e.to_string()))?;
@@ -187,6 +196,22 @@ fn describe() {
         names::AUDIT_WRITE_FAILURES,
         "Audit batches the store refused (they were spilled)."
     );
+    describe_histogram!(
+        names::JUDGE_SCORE,
+        "Judge scores (0-10) of sampled answers, by judge model."
+    );
+    describe_counter!(
+        names::JUDGE_FAILURES,
+        "Sampled answers the judge could not score."
+    );
+    describe_counter!(
+        names::JUDGE_DROPPED,
+        "Sampled answers dropped because the judge queue was full."
+    );
+    describe_counter!(
+        names::JUDGE_LOW_SCORES,
+        "Judged answers below the tenant's judge.min_score."
+    );
     describe_counter!(
         names::SHIELD_FINDINGS,
         "Guardrail findings, by rule and action (counted once per rule per request)."
@@ -202,6 +227,9 @@ fn register_at_zero(config: &Config) {
     metrics::gauge!(names::AUDIT_QUEUE_DEPTH).set(0.0);
     metrics::counter!(names::AUDIT_WRITE_FAILURES).increment(0);
     metrics::counter!(names::AUDIT_SPILLED).increment(0);
+    metrics::counter!(names::JUDGE_FAILURES).increment(0);
+    metrics::counter!(names::JUDGE_DROPPED).increment(0);
+    metrics::counter!(names::JUDGE_LOW_SCORES).increment(0);
     for op in [
         "key_lookup",
         "change_seq",

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::config::raw::{BudgetPeriod, PolicyMode, RawShield};
+use crate::config::raw::{BudgetPeriod, PolicyMode, RawShield, RawTenantJudge};
 use crate::error::{ErrorCode, GatewayError};
 use crate::store::{Budget, KeyRecord, Limits, Store, StoreError, Tenant};
 use crate::tenancy::{self, unix_now};
@@ -38,6 +38,9 @@ pub struct TenantInput {
     /// Guardrail overrides (same shape as `[shield]`); `null` removes them.
     #[serde(default, deserialize_with = "present")]
     pub shield: Option<Option<RawShield>>,
+    /// Judge overrides (`sample_rate`, `min_score`); `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    pub judge: Option<Option<RawTenantJudge>>,
 }
 
 /// A field that is present: `Some(value)`, where `null` is `Some(None)` (absent stays `None`
@@ -155,6 +158,19 @@ fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
         }
         tenant.shield = shield;
     }
+    if let Some(judge) = input.judge {
+        if let Some(j) = &judge {
+            if j.sample_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(
+                    invalid("judge.sample_rate must be between 0 and 1").with_param("judge")
+                );
+            }
+            if j.min_score.is_some_and(|s| !(0.0..=10.0).contains(&s)) {
+                return Err(invalid("judge.min_score must be between 0 and 10").with_param("judge"));
+            }
+        }
+        tenant.judge = judge;
+    }
     if let Some(limits) = input.limits {
         tenant.limits = limits.map_or_else(Limits::default, |l| Limits {
             rpm: l.rpm,
@@ -227,6 +243,7 @@ pub async fn create_tenant(State(store): State<AdminState>, body: AdminBody) -> 
             limits: Limits::default(),
             budget: None,
             shield: None,
+            judge: None,
         };
         apply(&mut tenant, input)?;
         store

@@ -68,6 +68,7 @@ pub async fn run(
                         limits: crate::store::Limits::default(),
                         budget: None,
                         shield: None,
+                        judge: None,
                     })
                     .await?;
                 writeln!(out, "created tenant {tenant}")?;

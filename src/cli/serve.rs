@@ -9,6 +9,8 @@ use crate::audit::spill::Spill;
 use crate::audit::writer::AuditWriter;
 use crate::audit::AuditSink;
 use crate::config::{Config, EnvSource};
+use crate::judge::worker::Workers;
+use crate::judge::Judge;
 use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
@@ -20,6 +22,11 @@ use crate::tasks::Tasks;
 use crate::telemetry;
 use crate::tenancy::{self, Tenancy};
 use crate::tokens::Tokenizer;
+
+/// Sampled answers waiting for the judge; a full queue drops the sample (counted).
+const JUDGE_QUEUE: usize = 1024;
+/// Concurrent judge calls.
+const JUDGE_WORKERS: usize = 2;
 
 /// How often histogram buffers are folded into the exported state.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -60,30 +67,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!("SENTINEL_ADMIN_KEY is not set: the admin API is off");
     }
 
-    // Built once: tiktoken's encoders take ~100 ms to load.
-    let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
-    let policy = Arc::new(Policy::new(
-        &config,
-        Arc::clone(&store),
-        Arc::clone(&tokenizer),
-        &config.pricing,
-    ));
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(config.audit.queue_capacity);
-    let spill =
-        Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
-    let writer = AuditWriter::new(Arc::clone(&store), spill);
-    tracing::info!(chain = writer.chain(), "audit writer started");
-    tasks.spawn("audit-writer", writer.run(audit_rx));
-    let meter = Arc::new(Meter::new(
-        tokenizer,
-        Arc::clone(&config.pricing),
-        Arc::clone(&policy),
-        AuditSink::new(audit_tx, tasks.clone()),
-        tasks.clone(),
-        config.audit.store_bodies,
-    ));
-
-    let proxy = Arc::new(Proxy::new(&config, tasks.clone())?);
+    let (proxy, meter) = accounting(&config, &store, &tasks)?;
     let state = AppState {
         config: Arc::clone(&config),
         proxy,
@@ -133,4 +117,59 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The accounting half of the state: tokenizer, admission, audit writer, judge, meter, and
+/// the proxy the judge calls through.
+fn accounting(
+    config: &Arc<Config>,
+    store: &Arc<dyn crate::store::Store>,
+    tasks: &Tasks,
+) -> Result<(Arc<Proxy>, Arc<Meter>), CliError> {
+    // Built once: tiktoken's encoders take ~100 ms to load.
+    let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
+    let policy = Arc::new(Policy::new(
+        config,
+        Arc::clone(store),
+        Arc::clone(&tokenizer),
+        &config.pricing,
+    ));
+    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(config.audit.queue_capacity);
+    let spill =
+        Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let writer = AuditWriter::new(Arc::clone(store), spill);
+    tracing::info!(chain = writer.chain(), "audit writer started");
+    tasks.spawn("audit-writer", writer.run(audit_rx));
+    let (judge_tx, judge_rx) = tokio::sync::mpsc::channel(JUDGE_QUEUE);
+    let judge = config
+        .judge
+        .clone()
+        .map(|judge_config| Judge::new(judge_tx, judge_config));
+    let meter = Arc::new(Meter::new(
+        tokenizer,
+        Arc::clone(&config.pricing),
+        Arc::clone(&policy),
+        AuditSink::new(audit_tx, tasks.clone()),
+        tasks.clone(),
+        config.audit.store_bodies,
+        judge,
+    ));
+
+    let proxy = Arc::new(Proxy::new(config, tasks.clone())?);
+    if let Some(judge_config) = config.judge.clone() {
+        let workers = Workers::new(
+            Arc::clone(&proxy),
+            Arc::clone(&meter),
+            Arc::clone(store),
+            judge_config,
+        );
+        let rx = Arc::new(tokio::sync::Mutex::new(judge_rx));
+        for _ in 0..JUDGE_WORKERS {
+            tasks.spawn(
+                "judge-worker",
+                Arc::clone(&workers).run(Arc::clone(&rx), tasks.shutdown_token()),
+            );
+        }
+    }
+    Ok((proxy, meter))
 }

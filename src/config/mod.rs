@@ -87,12 +87,26 @@ pub struct Config {
     /// The built-in price list with the `[pricing]` overrides applied.
     #[serde(skip)]
     pub pricing: Arc<crate::tokens::pricing::PricingTable>,
+    /// `[judge]`, when enabled.
+    pub judge: Option<JudgeConfig>,
     /// `[shield]` as written (tenant overrides merge onto it).
     pub shield: raw::RawShield,
     /// The compiled guardrails (detectors and the global policy), built once.
     #[serde(skip)]
     pub guardrails: Arc<crate::shield::rules::Guardrails>,
     pub demo: DemoConfig,
+}
+
+/// `[judge]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeConfig {
+    /// A configured model name: judge calls are routed like any other.
+    pub model: String,
+    pub sample_rate: f64,
+    /// The rubric template's text (`{{system}}`, `{{question}}`, `{{answer}}`).
+    #[serde(skip)]
+    pub rubric: String,
+    pub min_score: Option<f64>,
 }
 
 /// `[audit]`.
@@ -115,6 +129,7 @@ pub struct TenantConfig {
     pub limits: crate::store::Limits,
     pub budget: Option<crate::store::Budget>,
     pub shield: Option<raw::RawShield>,
+    pub judge: Option<raw::RawTenantJudge>,
     pub keys: Vec<BootstrapKey>,
 }
 

@@ -243,6 +243,10 @@ impl Default for RawSemanticCache {
     }
 }
 
+/// Where the shipped rubric lives; when that file is absent the copy built into the binary is
+/// used.
+pub const DEFAULT_RUBRIC_PATH: &str = "config/judge_rubric.md";
+
 /// `[judge]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,7 +264,7 @@ impl Default for RawJudge {
             enabled: false,
             model: None,
             sample_rate: 0.05,
-            rubric: "config/judge_rubric.md".into(),
+            rubric: DEFAULT_RUBRIC_PATH.into(),
             min_score: None,
         }
     }
@@ -435,13 +439,13 @@ pub struct RawTenantCache {
     pub ttl: Option<String>,
 }
 
-/// Per-tenant judge settings.
-#[derive(Debug, Clone, Deserialize)]
+/// Per-tenant judge settings (also stored on the tenant record).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenantJudge {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_score: Option<f64>,
 }
 

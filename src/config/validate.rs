@@ -13,8 +13,8 @@ use crate::store::{Budget, Limits};
 
 use super::raw::{self, ProviderKind, RawConfig, StoreBackend, Strategy};
 use super::{
-    AuditConfig, BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, ModelConfig,
-    ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
+    AuditConfig, BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, JudgeConfig,
+    ModelConfig, ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
 };
 
 /// `(key path, reason)` of the first problem found.
@@ -68,6 +68,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         .map_err(|e| problem("shield", e.to_string()))?;
     let tenants = tenants(&raw.tenants, &models, &guardrails, env)?;
     let audit = audit(&raw.audit)?;
+    let judge = judge(&raw.judge, &models)?;
     let pricing = std::sync::Arc::new(pricing(&raw.pricing)?);
     let demo = DemoConfig {
         mock_provider: match raw.demo.mock_provider.trim() {
@@ -83,6 +84,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         tenants,
         audit,
         pricing,
+        judge,
         shield: raw.shield.clone(),
         guardrails: std::sync::Arc::new(guardrails),
         demo,
@@ -128,7 +130,7 @@ fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
 /// so a config never silently means less than it says.
 fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
     const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 4] = [
+    let checks: [(bool, &str, &str); 3] = [
         (
             raw.cache.exact.enabled,
             "cache.exact.enabled",
@@ -139,7 +141,6 @@ fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
             "cache.semantic.enabled",
             "the semantic cache",
         ),
-        (raw.judge.enabled, "judge.enabled", "the LLM judge"),
         (
             !raw.telemetry.otlp_endpoint.trim().is_empty(),
             "telemetry.otlp_endpoint",
@@ -173,7 +174,6 @@ fn tenants(
             }
             for (on, field, feature) in [
                 (t.cache.is_some(), "cache", "the cache"),
-                (t.judge.is_some(), "judge", "the LLM judge"),
             ] {
                 if on {
                     return Err(problem(key(field), format!("{feature} is not available in this build yet; remove this setting")));
@@ -215,12 +215,71 @@ fn tenants(
                     Some(Budget { limit_usd: b.limit_usd, period: b.period, mode: b.mode })
                 }
             };
+            if let Some(j) = &t.judge {
+                check_rate(&key("judge.sample_rate"), j.sample_rate)?;
+                check_score(&key("judge.min_score"), j.min_score)?;
+            }
             if let Some(over) = &t.shield {
                 guardrails.check(over).map_err(|e| problem(key("shield"), e.to_string()))?;
             }
-            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, shield: t.shield.clone(), keys })
+            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, shield: t.shield.clone(), judge: t.judge.clone(), keys })
         })
         .collect()
+}
+
+fn check_rate(key: &str, rate: Option<f64>) -> Result<(), Problem> {
+    match rate {
+        Some(r) if !(0.0..=1.0).contains(&r) => Err(problem(key, "must be between 0 and 1")),
+        _ => Ok(()),
+    }
+}
+
+fn check_score(key: &str, score: Option<f64>) -> Result<(), Problem> {
+    match score {
+        Some(s) if !(0.0..=10.0).contains(&s) => Err(problem(key, "must be between 0 and 10")),
+        _ => Ok(()),
+    }
+}
+
+/// The built-in rubric, used when `judge.rubric` is the default path and that file is absent
+/// (e.g. a binary run outside the repository).
+const BUILTIN_RUBRIC: &str = include_str!("../../config/judge_rubric.md");
+
+fn judge(raw: &raw::RawJudge, models: &[ModelConfig]) -> Result<Option<JudgeConfig>, Problem> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let model = raw
+        .model
+        .clone()
+        .ok_or_else(|| problem("judge.model", "required when the judge is enabled"))?;
+    if !models.iter().any(|m| m.name == model) {
+        return Err(problem("judge.model", format!("no model named `{model}`")));
+    }
+    check_rate("judge.sample_rate", Some(raw.sample_rate))?;
+    check_score("judge.min_score", raw.min_score)?;
+    let rubric = match std::fs::read_to_string(&raw.rubric) {
+        Ok(text) => text,
+        Err(_) if raw.rubric == raw::DEFAULT_RUBRIC_PATH => BUILTIN_RUBRIC.to_owned(),
+        Err(e) => {
+            return Err(problem(
+                "judge.rubric",
+                format!("cannot read `{}`: {e}", raw.rubric),
+            ))
+        }
+    };
+    if !rubric.contains("{{answer}}") {
+        return Err(problem(
+            "judge.rubric",
+            "the template has no {{answer}} placeholder",
+        ));
+    }
+    Ok(Some(JudgeConfig {
+        model,
+        sample_rate: raw.sample_rate,
+        rubric,
+        min_score: raw.min_score,
+    }))
 }
 
 fn positive(key: &str, n: Option<u32>) -> Result<Option<std::num::NonZeroU32>, Problem> {

@@ -18,10 +18,13 @@ use crate::audit::record::{now_ms, rfc3339_ms, AuditRecord, ShieldFinding};
 use crate::audit::AuditSink;
 use crate::config::raw::StoreBodies;
 use crate::context::RequestId;
+use crate::judge::{Judge, JudgeJob, Question};
+use crate::openai::chat::ChatRequest;
 use crate::openai::usage::{TokenCounts, Usage};
 use crate::policy::{Admission, Policy};
 use crate::providers::Endpoint;
 use crate::store::Outcome;
+use crate::store::Tenant;
 use crate::tasks::Tasks;
 use crate::telemetry::names;
 use crate::tenancy::RequestContext;
@@ -36,6 +39,7 @@ pub struct Meter {
     sink: AuditSink,
     tasks: Tasks,
     store_bodies: StoreBodies,
+    judge: Option<Arc<Judge>>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -62,6 +66,7 @@ impl Meter {
         sink: AuditSink,
         tasks: Tasks,
         store_bodies: StoreBodies,
+        judge: Option<Arc<Judge>>,
     ) -> Self {
         Self {
             tokenizer,
@@ -70,6 +75,7 @@ impl Meter {
             sink,
             tasks,
             store_bodies,
+            judge,
         }
     }
 
@@ -114,6 +120,7 @@ impl Meter {
             shield: Vec::new(),
             cache: "miss",
             raw,
+            judge: None,
             done: false,
         }
     }
@@ -173,6 +180,8 @@ pub struct Finish<'a> {
     pub saved_nano: i64,
     /// The answer, kept when `audit.store_bodies` asks for bodies.
     pub response_body: Option<Bytes>,
+    /// The answer's text, when the request was sampled for the judge.
+    pub answer_text: Option<String>,
 }
 
 /// The request-extension form of a [`Ledger`] (extensions must be `Clone`): whoever ends the
@@ -218,6 +227,8 @@ pub struct Ledger {
     /// `miss`, `exact`, `semantic` or `bypass`.
     pub cache: &'static str,
     raw: Bytes,
+    /// Set when the answer is sampled for the judge.
+    judge: Option<Question>,
     done: bool,
 }
 
@@ -234,6 +245,20 @@ impl Ledger {
     /// Attaches the admission's reservations and violations.
     pub fn admitted(&mut self, admission: Admission) {
         self.admission = Some(admission);
+    }
+
+    /// Samples the answer for the judge (deterministically from the request id).
+    pub fn sample_for_judge(&mut self, tenant: &Tenant, chat: &ChatRequest) {
+        if let Some(judge) = &self.meter.judge {
+            if judge.sampled(tenant, self.request_id.as_str()) {
+                self.judge = Some(judge.question(tenant, chat));
+            }
+        }
+    }
+
+    /// Whether the answer's text is needed (the judge sampled it).
+    pub fn wants_answer(&self) -> bool {
+        self.judge.is_some()
     }
 
     /// The request id.
@@ -356,6 +381,22 @@ impl Ledger {
             prev_hash: String::new(),
             hash: String::new(),
         };
+        if let (Some(q), Some(judge), Some(answer)) = (
+            self.judge.take(),
+            &meter.judge,
+            f.answer_text.filter(|a| !a.is_empty()),
+        ) {
+            if f.status == 200 {
+                judge.submit(JudgeJob {
+                    tenant: self.tenant.to_string(),
+                    request_id: self.request_id.to_string(),
+                    system: q.system,
+                    question: q.question,
+                    answer: crate::judge::cut(&answer),
+                    min_score: q.min_score,
+                });
+            }
+        }
         let tokens = counts.prompt.saturating_add(counts.completion);
         let saved = f.saved_nano;
         match admission {
@@ -426,6 +467,7 @@ impl Drop for Ledger {
             shield: std::mem::take(&mut self.shield),
             cache: self.cache,
             raw: self.raw.clone(),
+            judge: None,
             done: false,
         };
         this.finish(Finish {

@@ -116,6 +116,9 @@ where
                 Ok(admission) => {
                     let headers = admission.headers;
                     ledger.admitted(admission);
+                    if let ApiRequest::Chat(chat) = &body.api {
+                        ledger.sample_for_judge(&caller.tenant, chat);
+                    }
                     req.extensions_mut().insert(LedgerSlot::new(ledger));
                     let mut resp = inner.call(req).await?;
                     rate_headers(resp.headers_mut(), headers);

@@ -24,6 +24,29 @@ pub struct SseObserver {
     first_token_at: Option<Instant>,
     saw_error: bool,
     content_chunks: u64,
+    /// The assembled `delta.content`, when asked for ([`SseObserver::collect_text`]).
+    text: Option<String>,
+}
+
+/// Longest assembled text kept (bytes); the rest is not needed by anyone who asks.
+const MAX_TEXT: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+struct TextChunk {
+    #[serde(default)]
+    choices: Vec<TextChoice>,
+}
+
+#[derive(Deserialize)]
+struct TextChoice {
+    #[serde(default)]
+    delta: Option<TextDelta>,
+}
+
+#[derive(Deserialize)]
+struct TextDelta {
+    #[serde(default)]
+    content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,12 +68,24 @@ impl SseObserver {
             first_token_at: None,
             saw_error: false,
             content_chunks: 0,
+            text: None,
         }
     }
 
     /// Usage reported by the upstream, if any.
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+
+    /// Also assembles the streamed `delta.content` (costs a parse per content chunk, so only
+    /// when someone needs the text: the judge, the cache).
+    pub fn collect_text(&mut self) {
+        self.text.get_or_insert_with(String::new);
+    }
+
+    /// The assembled text, if collecting.
+    pub fn take_text(&mut self) -> Option<String> {
+        self.text.take()
     }
 
     /// Chunks that carried generated content: about one token each, the estimate of the
@@ -141,6 +176,17 @@ impl SseObserver {
             return false;
         }
         if has_token(data) {
+            if let Some(text) = self.text.as_mut().filter(|t| t.len() < MAX_TEXT) {
+                if let Ok(chunk) = serde_json::from_slice::<TextChunk>(data) {
+                    for piece in chunk
+                        .choices
+                        .iter()
+                        .filter_map(|c| c.delta.as_ref()?.content.as_deref())
+                    {
+                        text.push_str(piece);
+                    }
+                }
+            }
             self.content_chunks += 1;
             if self.first_token_at.is_none() {
                 self.first_token_at = Some(Instant::now());

@@ -411,6 +411,7 @@ impl Call<'_> {
             let upstream = resp.into_body();
             let overhead = self.overhead();
             let completion = self.completion(route);
+            let collect = completion.wants_answer();
             let body = ProxyStream::new(
                 upstream,
                 translator,
@@ -419,7 +420,8 @@ impl Call<'_> {
                 deadline.into(),
                 completion,
                 self.proxy.tasks.clone(),
-            );
+            )
+            .collecting_text(collect);
             let mut response = Response::new(Body::new(body));
             let headers = response.headers_mut();
             headers.insert(
@@ -465,6 +467,10 @@ impl Call<'_> {
             (None, Endpoint::Chat) => completion.estimate_completion(&body),
             _ => None,
         };
+        let answer_text = completion
+            .wants_answer()
+            .then(|| answer_text(&body))
+            .flatten();
         let (body, blocked) = match &self.meta.response_guard {
             Some(guard) if self.meta.endpoint == Endpoint::Chat => {
                 guard_answer(guard, body, &mut completion)
@@ -478,6 +484,7 @@ impl Call<'_> {
                 completion_estimate,
                 response_body: Some(body.clone()),
                 error: blocked.map(|_| ErrorCode::ContentBlocked.as_str().to_owned()),
+                answer_text,
                 ..Ending::default()
             },
         );
@@ -523,6 +530,12 @@ impl Call<'_> {
             ledger: self.ledger.take(),
         }
     }
+}
+
+/// The text of a chat answer's first choice.
+fn answer_text(body: &[u8]) -> Option<String> {
+    let answer: crate::openai::chat::ChatCompletion = serde_json::from_slice(body).ok()?;
+    answer.choices.into_iter().next()?.message.content
 }
 
 /// Scans a chat answer's message texts with the tenant's PII rules: redacts in place

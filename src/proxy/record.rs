@@ -140,9 +140,16 @@ pub struct Ending<'a> {
     pub completion_estimate: Option<u64>,
     pub error: Option<String>,
     pub response_body: Option<bytes::Bytes>,
+    /// The answer's text, for the judge.
+    pub answer_text: Option<String>,
 }
 
 impl Completion {
+    /// Whether the answer's text is wanted (sampled for the judge).
+    pub fn wants_answer(&self) -> bool {
+        self.ledger.as_ref().is_some_and(Ledger::wants_answer)
+    }
+
     /// Completion tokens of a non-streaming answer's text, for an upstream without usage.
     pub fn estimate_completion(&self, body: &[u8]) -> Option<u64> {
         let ledger = self.ledger.as_ref()?;
@@ -169,6 +176,7 @@ impl Completion {
                 error: ending.error,
                 saved_nano: 0,
                 response_body: ending.response_body,
+                answer_text: ending.answer_text,
             })
         });
         let first_token = ending.first_token;

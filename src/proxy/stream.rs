@@ -63,8 +63,18 @@ impl ProxyStream {
         }
     }
 
+    /// Also assembles the streamed text (for the judge).
+    #[must_use]
+    pub fn collecting_text(mut self, collect: bool) -> Self {
+        if collect {
+            self.observer.collect_text();
+        }
+        self
+    }
+
     fn finish(&mut self, status: u16) {
         if let Some(completion) = self.completion.take() {
+            let answer_text = self.observer.take_text();
             let usage = self
                 .translator
                 .as_ref()
@@ -85,6 +95,7 @@ impl ProxyStream {
                         }
                     }),
                     response_body: None,
+                    answer_text,
                 },
             );
         }
@@ -299,6 +310,7 @@ async fn drain(
             completion_estimate,
             error: Some("client_disconnected".to_owned()),
             response_body: None,
+            answer_text: None,
         },
     );
 }

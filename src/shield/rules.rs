@@ -167,6 +167,7 @@ mod tests {
             limits: crate::store::Limits::default(),
             budget: None,
             shield: None,
+            judge: None,
         };
         assert!(!g.policy_for(&t).is_active());
         t.shield = Some(RawShield {

@@ -37,6 +37,7 @@ fn tenant(id: &str) -> Tenant {
             mode: PolicyMode::DryRun,
         }),
         shield: None,
+        judge: None,
     }
 }
 

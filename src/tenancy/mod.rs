@@ -245,7 +245,7 @@ pub fn record_for(
 }
 
 /// Creates or updates the tenants and keys declared in the config. Declared fields (name,
-/// models, limits, budget, shield) win at start-up; keys added at run time are kept. A bootstrap key already stored stays
+/// models, limits, budget, shield, judge) win at start-up; keys added at run time are kept. A bootstrap key already stored stays
 /// as it is (a revoked one stays revoked).
 pub async fn bootstrap(
     store: &dyn Store,
@@ -262,12 +262,14 @@ pub async fn bootstrap(
                 limits: crate::store::Limits::default(),
                 budget: None,
                 shield: None,
+                judge: None,
             });
         tenant.name.clone_from(&declared.name);
         tenant.models.clone_from(&declared.models);
         tenant.limits = declared.limits;
         tenant.budget = declared.budget;
         tenant.shield.clone_from(&declared.shield);
+        tenant.judge.clone_from(&declared.judge);
         store.put_tenant(&tenant).await?;
         for bootstrap in &declared.keys {
             let secret = bootstrap.secret.expose();

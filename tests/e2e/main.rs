@@ -17,6 +17,7 @@ mod anthropic;
 mod audit_log;
 mod config;
 mod errors;
+mod judge;
 mod limits;
 mod ops;
 mod proxy;

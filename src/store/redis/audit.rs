@@ -58,7 +58,12 @@ if #top > 0 then
     at = top_ms
   end
 end
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[3], string.format('%d-*', at), 'r', ARGV[1])
+local id = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[3], string.format('%d-*', at), 'r', ARGV[1])
+if type(id) == 'table' and id.err then
+  -- The stream's last id is past its newest entry (that entry was trimmed or deleted): let
+  -- Redis pick the next id.
+  id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[3], '*', 'r', ARGV[1])
+end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 if ARGV[4] ~= '' then
   local head = redis.call('HGET', KEYS[3], ARGV[4])
@@ -402,13 +407,14 @@ impl RedisStore {
         end_day: &str,
     ) -> StoreResult<Vec<UsageRow>> {
         let days = days_between(start_day, end_day);
-        let reads = days.iter().map(|day| {
-            let key = usage(tenant, day);
-            self.run(
-                |mut conn| async move { Ok(conn.hgetall::<_, Vec<(String, i64)>>(&key).await?) },
-            )
-        });
-        let hashes = try_join_all(reads).await?;
+        // One pipeline (one slot: the tenant's tag), one round trip for the whole range.
+        let mut pipe = redis::pipe();
+        for day in &days {
+            pipe.hgetall(usage(tenant, day));
+        }
+        let hashes: Vec<Vec<(String, i64)>> = self
+            .run(|mut conn| async move { Ok(pipe.query_async(&mut conn).await?) })
+            .await?;
         let mut rows: Vec<UsageRow> = Vec::new();
         for (day, fields) in days.iter().zip(hashes) {
             let mut by_cell: std::collections::BTreeMap<(String, String), UsageRow> =

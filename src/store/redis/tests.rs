@@ -28,6 +28,7 @@ fn tenant(id: &str) -> Tenant {
         limits: crate::store::Limits::default(),
         budget: None,
         shield: None,
+        judge: None,
     }
 }
 
