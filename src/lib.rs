@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -19,6 +19,7 @@ pub struct AppState {
     pub proxy: Arc<Proxy>,
     pub tenancy: Arc<Tenancy>,
     pub meter: Arc<Meter>,
+    pub cache: Arc<crate::cache::Cache>,
     pub admin: Option<AdminKey>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,

@@ -32,6 +32,8 @@ pub mod names {
     pub const AUDIT_WRITE_FAILURES: &str = "sentinel_audit_write_failures_total";
     pub const AUDIT_SPILLED: &str = "sentinel_audit_spilled_total";
     pub const SHIELD_FINDINGS: &str = "sentinel_shield_findings_total";
+    pub const CACHE_LOOKUPS: &str = "sentinel_cache_lookups_total";
+    pub const CACHE_SAVED: &str = "sentinel_cache_saved_usd_total";
     pub const JUDGE_SCORE: &str = "sentinel_judge_score";
     pub const JUDGE_FAILURES: &str = "sentinel_judge_failures_total";
     pub const JUDGE_DROPPED: &str = "sentinel_judge_dropped_total";
@@ -196,6 +198,14 @@ fn describe() {
         names::AUDIT_WRITE_FAILURES,
         "Audit batches the store refused (they were spilled)."
     );
+    describe_counter!(
+        names::CACHE_LOOKUPS,
+        "Cache lookups, by kind (exact, semantic) and result (hit, miss)."
+    );
+    describe_gauge!(
+        names::CACHE_SAVED,
+        "Money cache hits saved, USD, by tenant (monotonic)."
+    );
     describe_histogram!(
         names::JUDGE_SCORE,
         "Judge scores (0-10) of sampled answers, by judge model."
@@ -228,6 +238,12 @@ fn register_at_zero(config: &Config) {
     metrics::counter!(names::AUDIT_WRITE_FAILURES).increment(0);
     metrics::counter!(names::AUDIT_SPILLED).increment(0);
     metrics::counter!(names::JUDGE_FAILURES).increment(0);
+    for kind in ["exact", "semantic"] {
+        for result in ["hit", "miss"] {
+            metrics::counter!(names::CACHE_LOOKUPS, "kind" => kind, "result" => result)
+                .increment(0);
+        }
+    }
     metrics::counter!(names::JUDGE_DROPPED).increment(0);
     metrics::counter!(names::JUDGE_LOW_SCORES).increment(0);
     for op in [
@@ -245,6 +261,7 @@ fn register_at_zero(config: &Config) {
     for tenant in &config.tenants {
         let t = tenant.id.clone();
         metrics::counter!(names::BUDGET_REJECTIONS, "tenant" => t.clone()).increment(0);
+        metrics::gauge!(names::CACHE_SAVED, "tenant" => t.clone()).increment(0.0);
         for limit in ["rpm", "tpm"] {
             metrics::counter!(names::RATE_LIMITED, "tenant" => t.clone(), "limit" => limit)
                 .increment(0);

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::config::raw::{BudgetPeriod, PolicyMode, RawShield, RawTenantJudge};
+use crate::config::raw::{BudgetPeriod, PolicyMode, RawShield, RawTenantCache, RawTenantJudge};
 use crate::error::{ErrorCode, GatewayError};
 use crate::store::{Budget, KeyRecord, Limits, Store, StoreError, Tenant};
 use crate::tenancy::{self, unix_now};
@@ -38,6 +38,9 @@ pub struct TenantInput {
     /// Guardrail overrides (same shape as `[shield]`); `null` removes them.
     #[serde(default, deserialize_with = "present")]
     pub shield: Option<Option<RawShield>>,
+    /// Cache switches (`exact`, `semantic`, `ttl`); `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    pub cache: Option<Option<RawTenantCache>>,
     /// Judge overrides (`sample_rate`, `min_score`); `null` removes them.
     #[serde(default, deserialize_with = "present")]
     pub judge: Option<Option<RawTenantJudge>>,
@@ -158,6 +161,16 @@ fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
         }
         tenant.shield = shield;
     }
+    if let Some(cache) = input.cache {
+        if let Some(ttl) = cache.as_ref().and_then(|c| c.ttl.as_deref()) {
+            if humantime::parse_duration(ttl).map_or(true, |d| d.is_zero()) {
+                return Err(
+                    invalid("cache.ttl must be a duration like \"10m\"").with_param("cache")
+                );
+            }
+        }
+        tenant.cache = cache;
+    }
     if let Some(judge) = input.judge {
         if let Some(j) = &judge {
             if j.sample_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
@@ -244,6 +257,7 @@ pub async fn create_tenant(State(store): State<AdminState>, body: AdminBody) -> 
             budget: None,
             shield: None,
             judge: None,
+            cache: None,
         };
         apply(&mut tenant, input)?;
         store

@@ -22,6 +22,7 @@ pub struct HealthState {
     pub proxy: Arc<Proxy>,
     pub tenancy: Arc<Tenancy>,
     pub policy: Arc<Policy>,
+    pub cache: Arc<crate::cache::Cache>,
     pub started: Instant,
 }
 
@@ -37,6 +38,8 @@ struct Health {
 struct Checks {
     store: &'static str,
     upstreams: BTreeMap<String, &'static str>,
+    /// `ok`, `off` (not configured) or `disabled` (configured, but its model is missing).
+    semantic_cache: &'static str,
 }
 
 fn health(state: &HealthState) -> Health {
@@ -69,6 +72,7 @@ fn health(state: &HealthState) -> Health {
         checks: Checks {
             store: if store_ok { "ok" } else { "down" },
             upstreams,
+            semantic_cache: state.cache.semantic_status(),
         },
     }
 }

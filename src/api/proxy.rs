@@ -41,6 +41,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
     };
     let ledger = ext.remove::<LedgerSlot>().and_then(|slot| slot.take());
     let response_guard = ext.remove::<ResponseGuard>();
+    let fill = ext.remove::<crate::cache::Fill>();
     proxy
         .handle(
             RequestMeta {
@@ -49,6 +50,7 @@ async fn forward(proxy: &Proxy, endpoint: Endpoint, mut req: Request) -> Respons
                 started,
                 endpoint,
                 response_guard,
+                fill,
             },
             body,
             ledger,

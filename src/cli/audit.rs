@@ -30,7 +30,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let config = Config::load(path, env)?;
-    let store = crate::store::open(&config.store, config.audit.retention, None).await?;
+    let store = crate::store::open(&config, None).await?;
     match command {
         AuditCommand::Verify { tenant } => {
             let (records, heads) = store.audit_all(&tenant).await?;

@@ -41,7 +41,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let config = Config::load(path, env)?;
-    let store = crate::store::open(&config.store, config.audit.retention, None).await?;
+    let store = crate::store::open(&config, None).await?;
     match command {
         KeysCommand::Create {
             tenant,
@@ -69,6 +69,7 @@ pub async fn run(
                         budget: None,
                         shield: None,
                         judge: None,
+                        cache: None,
                     })
                     .await?;
                 writeln!(out, "created tenant {tenant}")?;

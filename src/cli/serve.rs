@@ -55,7 +55,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!(addr = %mock.addr(), "demo mock provider listening ([demo] mock_provider)");
     }
 
-    let store = crate::store::open(&config.store, config.audit.retention, Some(&tasks)).await?;
+    let store = crate::store::open(&config, Some(&tasks)).await?;
     tenancy::bootstrap(store.as_ref(), &config.tenants).await?;
     let tenancy = Arc::new(Tenancy::new(Arc::clone(&store)));
     tenancy.spawn_watch(&tasks);
@@ -68,11 +68,18 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     }
 
     let (proxy, meter) = accounting(&config, &store, &tasks)?;
+    let cache = crate::cache::Cache::new(
+        Arc::clone(&store),
+        config.cache.clone(),
+        tasks.clone(),
+        None,
+    );
     let state = AppState {
         config: Arc::clone(&config),
         proxy,
         tenancy,
         meter,
+        cache,
         admin,
         metrics: Some(metrics),
         started,

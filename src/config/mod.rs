@@ -87,6 +87,8 @@ pub struct Config {
     /// The built-in price list with the `[pricing]` overrides applied.
     #[serde(skip)]
     pub pricing: Arc<crate::tokens::pricing::PricingTable>,
+    /// `[cache.*]`.
+    pub cache: CacheConfig,
     /// `[judge]`, when enabled.
     pub judge: Option<JudgeConfig>,
     /// `[shield]` as written (tenant overrides merge onto it).
@@ -95,6 +97,24 @@ pub struct Config {
     #[serde(skip)]
     pub guardrails: Arc<crate::shield::rules::Guardrails>,
     pub demo: DemoConfig,
+}
+
+/// `[cache.exact]` and `[cache.semantic]`. `enabled` is the default for tenants, which may
+/// switch either cache on or off for themselves.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheConfig {
+    pub exact_enabled: bool,
+    #[serde(serialize_with = "humane")]
+    pub exact_ttl: Duration,
+    pub exact_max_entries: u64,
+    pub semantic_enabled: bool,
+    #[serde(serialize_with = "humane")]
+    pub semantic_ttl: Duration,
+    pub semantic_threshold: f32,
+    /// `minilm` (in process) or `remote:<model>` (a configured embeddings model).
+    pub semantic_embedder: String,
+    pub semantic_model_dir: PathBuf,
+    pub semantic_max_entries: usize,
 }
 
 /// `[judge]`.
@@ -130,6 +150,7 @@ pub struct TenantConfig {
     pub budget: Option<crate::store::Budget>,
     pub shield: Option<raw::RawShield>,
     pub judge: Option<raw::RawTenantJudge>,
+    pub cache: Option<raw::RawTenantCache>,
     pub keys: Vec<BootstrapKey>,
 }
 

@@ -229,6 +229,8 @@ pub struct RawSemanticCache {
     pub ttl: String,
     pub embedder: String,
     pub model_dir: String,
+    /// Most entries kept per partition (a tenant's context).
+    pub max_entries: usize,
 }
 
 impl Default for RawSemanticCache {
@@ -239,6 +241,7 @@ impl Default for RawSemanticCache {
             ttl: "1h".into(),
             embedder: "minilm".into(),
             model_dir: "models/all-minilm-l6-v2".into(),
+            max_entries: 10_000,
         }
     }
 }
@@ -427,15 +430,16 @@ pub struct RawBootstrapKey {
     pub key_env: String,
 }
 
-/// Per-tenant cache switches.
-#[derive(Debug, Clone, Deserialize)]
+/// Per-tenant cache switches (also stored on the tenant record).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenantCache {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semantic: Option<bool>,
-    #[serde(default)]
+    /// Overrides both TTLs, e.g. `"10m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
 }
 

@@ -138,14 +138,10 @@ fn weighted_routes_need_weights() {
 
 #[test]
 fn unbuilt_features_are_refused_not_ignored() {
-    for (extra, key) in [
-        ("[cache.exact]\nenabled = true\n", "cache.exact.enabled"),
-        ("[judge]\nenabled = true\n", "judge.enabled"),
-        (
-            "[[tenants]]\nid = \"acme\"\ncache = { exact = true }\n",
-            "tenants[0].cache",
-        ),
-    ] {
+    for (extra, key) in [(
+        "[telemetry]\notlp_endpoint = \"http://otel:4318\"\n",
+        "telemetry.otlp_endpoint",
+    )] {
         let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
             .unwrap_err()
             .to_string();
@@ -154,6 +150,43 @@ fn unbuilt_features_are_refused_not_ignored() {
             "{extra}: {err}"
         );
     }
+}
+
+#[test]
+fn judge_and_cache_settings_are_checked() {
+    for (extra, key) in [
+        ("[judge]\nenabled = true\n", "judge.model"),
+        ("[judge]\nenabled = true\nmodel = \"nope\"\n", "judge.model"),
+        (
+            "[judge]\nenabled = true\nmodel = \"gpt-4o-mini\"\nsample_rate = 2.0\n",
+            "judge.sample_rate",
+        ),
+        (
+            "[cache.semantic]\nthreshold = 1.5\n",
+            "cache.semantic.threshold",
+        ),
+        (
+            "[cache.semantic]\nembedder = \"remote:nope\"\n",
+            "cache.semantic.embedder",
+        ),
+        ("[cache.exact]\nttl = \"soon\"\n", "cache.exact.ttl"),
+    ] {
+        let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    let cfg = load(
+        &format!("{MINIMAL}\n[judge]\nenabled = true\nmodel = \"gpt-4o-mini\"\n[cache.exact]\nenabled = true\nttl = \"5m\"\n"),
+        &[("OPENAI_API_KEY", "k")],
+    )
+    .unwrap();
+    assert!(
+        cfg.judge.unwrap().rubric.contains("{{answer}}"),
+        "the built-in rubric"
+    );
+    assert!(cfg.cache.exact_enabled);
+    assert_eq!(cfg.cache.exact_ttl, std::time::Duration::from_secs(300));
 }
 
 #[test]

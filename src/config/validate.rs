@@ -13,8 +13,9 @@ use crate::store::{Budget, Limits};
 
 use super::raw::{self, ProviderKind, RawConfig, StoreBackend, Strategy};
 use super::{
-    AuditConfig, BootstrapKey, BreakerConfig, Config, DemoConfig, EnvSource, JudgeConfig,
-    ModelConfig, ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig, TenantConfig,
+    AuditConfig, BootstrapKey, BreakerConfig, CacheConfig, Config, DemoConfig, EnvSource,
+    JudgeConfig, ModelConfig, ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig,
+    TenantConfig,
 };
 
 /// `(key path, reason)` of the first problem found.
@@ -69,6 +70,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
     let tenants = tenants(&raw.tenants, &models, &guardrails, env)?;
     let audit = audit(&raw.audit)?;
     let judge = judge(&raw.judge, &models)?;
+    let cache = cache(&raw.cache, &models)?;
     let pricing = std::sync::Arc::new(pricing(&raw.pricing)?);
     let demo = DemoConfig {
         mock_provider: match raw.demo.mock_provider.trim() {
@@ -84,6 +86,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         tenants,
         audit,
         pricing,
+        cache,
         judge,
         shield: raw.shield.clone(),
         guardrails: std::sync::Arc::new(guardrails),
@@ -130,23 +133,11 @@ fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
 /// so a config never silently means less than it says.
 fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
     const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 3] = [
-        (
-            raw.cache.exact.enabled,
-            "cache.exact.enabled",
-            "the exact cache",
-        ),
-        (
-            raw.cache.semantic.enabled,
-            "cache.semantic.enabled",
-            "the semantic cache",
-        ),
-        (
-            !raw.telemetry.otlp_endpoint.trim().is_empty(),
-            "telemetry.otlp_endpoint",
-            "trace export",
-        ),
-    ];
+    let checks: [(bool, &str, &str); 1] = [(
+        !raw.telemetry.otlp_endpoint.trim().is_empty(),
+        "telemetry.otlp_endpoint",
+        "trace export",
+    )];
     for (on, key, feature) in checks {
         if on {
             return Err(problem(
@@ -172,12 +163,8 @@ fn tenants(
             if !crate::tenancy::valid_tenant_id(&t.id) || !seen.insert(t.id.as_str()) {
                 return Err(problem(key("id"), format!("`{}` is used twice or is not 1-64 characters of A-Z a-z 0-9 _ - (not starting with _)", t.id)));
             }
-            for (on, field, feature) in [
-                (t.cache.is_some(), "cache", "the cache"),
-            ] {
-                if on {
-                    return Err(problem(key(field), format!("{feature} is not available in this build yet; remove this setting")));
-                }
+            if let Some(ttl) = t.cache.as_ref().and_then(|c| c.ttl.as_deref()) {
+                duration(&key("cache.ttl"), ttl)?;
             }
             if let Some(unknown) = t.models.iter().find(|m| !models.iter().any(|c| &c.name == *m)) {
                 return Err(problem(key("models"), format!("no model named `{unknown}`")));
@@ -222,9 +209,45 @@ fn tenants(
             if let Some(over) = &t.shield {
                 guardrails.check(over).map_err(|e| problem(key("shield"), e.to_string()))?;
             }
-            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, shield: t.shield.clone(), judge: t.judge.clone(), keys })
+            Ok(TenantConfig { id: t.id.clone(), name: t.name.clone(), models: t.models.clone(), limits, budget, shield: t.shield.clone(), judge: t.judge.clone(), cache: t.cache.clone(), keys })
         })
         .collect()
+}
+
+fn cache(raw: &raw::RawCache, models: &[ModelConfig]) -> Result<CacheConfig, Problem> {
+    let s = &raw.semantic;
+    if !(s.threshold > 0.0 && s.threshold <= 1.0) {
+        return Err(problem("cache.semantic.threshold", "must be in (0, 1]"));
+    }
+    if let Some(model) = s.embedder.strip_prefix("remote:") {
+        if !models.iter().any(|m| m.name == model) {
+            return Err(problem(
+                "cache.semantic.embedder",
+                format!("no model named `{model}`"),
+            ));
+        }
+    } else if s.embedder != "minilm" {
+        return Err(problem(
+            "cache.semantic.embedder",
+            "must be \"minilm\" or \"remote:<model>\"",
+        ));
+    }
+    if raw.exact.max_entries == 0 || s.max_entries == 0 {
+        return Err(problem("cache.exact.max_entries", "must be at least 1"));
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "a similarity in (0, 1]")]
+    let threshold = s.threshold as f32;
+    Ok(CacheConfig {
+        exact_enabled: raw.exact.enabled,
+        exact_ttl: duration("cache.exact.ttl", &raw.exact.ttl)?,
+        exact_max_entries: raw.exact.max_entries,
+        semantic_enabled: s.enabled,
+        semantic_ttl: duration("cache.semantic.ttl", &s.ttl)?,
+        semantic_threshold: threshold,
+        semantic_embedder: s.embedder.clone(),
+        semantic_model_dir: s.model_dir.clone().into(),
+        semantic_max_entries: s.max_entries,
+    })
 }
 
 fn check_rate(key: &str, rate: Option<f64>) -> Result<(), Problem> {

@@ -54,6 +54,7 @@ impl Workers {
             budget: None,
             shield: None,
             judge: None,
+            cache: None,
         };
         let caller = Arc::new(RequestContext {
             tenant_id: Arc::from(JUDGE_TENANT),
@@ -180,6 +181,7 @@ impl Workers {
             started,
             endpoint: Endpoint::Chat,
             response_guard: None,
+            fill: None,
         };
         let resp = self.proxy.handle(meta, body, Some(ledger)).await;
         let status = resp.status();

@@ -182,6 +182,8 @@ pub struct Finish<'a> {
     pub response_body: Option<Bytes>,
     /// The answer's text, when the request was sampled for the judge.
     pub answer_text: Option<String>,
+    /// Answered from the cache: no tokens were used and nothing is owed.
+    pub cache_hit: bool,
 }
 
 /// The request-extension form of a [`Ledger`] (extensions must be `Clone`): whoever ends the
@@ -301,6 +303,7 @@ impl Ledger {
         let meter = Arc::clone(&self.meter);
         let billed_model = f.upstream_model.unwrap_or(&self.model).to_owned();
         let (counts, estimated) = match f.usage {
+            _ if f.cache_hit => (TokenCounts::default(), false),
             Some(u) => (TokenCounts::from(u), false),
             None if f.status == 200 || f.completion_estimate.is_some() => {
                 let prompt = self

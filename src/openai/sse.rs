@@ -24,8 +24,8 @@ pub struct SseObserver {
     first_token_at: Option<Instant>,
     saw_error: bool,
     content_chunks: u64,
-    /// The assembled `delta.content`, when asked for ([`SseObserver::collect_text`]).
-    text: Option<String>,
+    /// The assembled answer, when asked for ([`SseObserver::collect_text`]).
+    text: Option<Assembled>,
 }
 
 /// Longest assembled text kept (bytes); the rest is not needed by anyone who asks.
@@ -34,6 +34,10 @@ const MAX_TEXT: usize = 256 * 1024;
 #[derive(Deserialize)]
 struct TextChunk {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
     choices: Vec<TextChoice>,
 }
 
@@ -41,6 +45,19 @@ struct TextChunk {
 struct TextChoice {
     #[serde(default)]
     delta: Option<TextDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// What a collected stream amounted to (see [`SseObserver::collect_text`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assembled {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub text: String,
+    pub finish_reason: Option<String>,
+    /// Tool calls went by: the text alone is not the whole answer.
+    pub tool_calls: bool,
 }
 
 #[derive(Deserialize)]
@@ -80,11 +97,11 @@ impl SseObserver {
     /// Also assembles the streamed `delta.content` (costs a parse per content chunk, so only
     /// when someone needs the text: the judge, the cache).
     pub fn collect_text(&mut self) {
-        self.text.get_or_insert_with(String::new);
+        self.text.get_or_insert_with(Assembled::default);
     }
 
-    /// The assembled text, if collecting.
-    pub fn take_text(&mut self) -> Option<String> {
+    /// The assembled answer, if collecting.
+    pub fn take_text(&mut self) -> Option<Assembled> {
         self.text.take()
     }
 
@@ -175,18 +192,28 @@ impl SseObserver {
             self.done = true;
             return false;
         }
-        if has_token(data) {
-            if let Some(text) = self.text.as_mut().filter(|t| t.len() < MAX_TEXT) {
+        if let Some(acc) = self.text.as_mut().filter(|t| t.text.len() < MAX_TEXT) {
+            if memmem::find(data, b"\"choices\"").is_some() {
                 if let Ok(chunk) = serde_json::from_slice::<TextChunk>(data) {
-                    for piece in chunk
-                        .choices
-                        .iter()
-                        .filter_map(|c| c.delta.as_ref()?.content.as_deref())
-                    {
-                        text.push_str(piece);
+                    acc.id = acc.id.take().or(chunk.id);
+                    acc.model = acc.model.take().or(chunk.model);
+                    for choice in &chunk.choices {
+                        if let Some(piece) =
+                            choice.delta.as_ref().and_then(|d| d.content.as_deref())
+                        {
+                            acc.text.push_str(piece);
+                        }
+                        if choice.finish_reason.is_some() {
+                            acc.finish_reason.clone_from(&choice.finish_reason);
+                        }
                     }
                 }
             }
+            if memmem::find(data, b"\"tool_calls\"").is_some() {
+                acc.tool_calls = true;
+            }
+        }
+        if has_token(data) {
             self.content_chunks += 1;
             if self.first_token_at.is_none() {
                 self.first_token_at = Some(Instant::now());

@@ -79,6 +79,8 @@ pub struct RequestMeta {
     pub endpoint: Endpoint,
     /// Guardrails for the answer, when the tenant's policy checks responses.
     pub response_guard: Option<crate::middleware::guard::ResponseGuard>,
+    /// Where to cache the answer, when the cache missed.
+    pub fill: Option<crate::cache::Fill>,
 }
 
 /// Minimal view of a non-streaming answer: just its usage.
@@ -485,6 +487,7 @@ impl Call<'_> {
                 response_body: Some(body.clone()),
                 error: blocked.map(|_| ErrorCode::ContentBlocked.as_str().to_owned()),
                 answer_text,
+                cacheable: blocked.is_none().then(|| body.clone()),
                 ..Ending::default()
             },
         );
@@ -528,6 +531,7 @@ impl Call<'_> {
             overhead: self.overhead(),
             inflight: self.inflight.take().unwrap_or_default(),
             ledger: self.ledger.take(),
+            fill: self.meta.fill.take(),
         }
     }
 }

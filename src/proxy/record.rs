@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::cache::entry::CachedAnswer;
+use crate::cache::Fill;
 use crate::metering::{Finish, Ledger, Priced};
 use crate::openai::usage::{TokenCounts, Usage};
 use crate::providers::Endpoint;
@@ -128,6 +130,8 @@ pub struct Completion {
     pub inflight: InflightGuard,
     /// The request's accounting; `None` only where no tenant is metered (tests).
     pub ledger: Option<Ledger>,
+    /// Where a successful answer is cached, when the cache missed.
+    pub fill: Option<Fill>,
 }
 
 /// How a proxied request ended, beyond its status.
@@ -142,12 +146,14 @@ pub struct Ending<'a> {
     pub response_body: Option<bytes::Bytes>,
     /// The answer's text, for the judge.
     pub answer_text: Option<String>,
+    /// The complete `chat.completion` to cache, when the answer may be cached.
+    pub cacheable: Option<bytes::Bytes>,
 }
 
 impl Completion {
-    /// Whether the answer's text is wanted (sampled for the judge).
+    /// Whether the answer's text is wanted (sampled for the judge, or to be cached).
     pub fn wants_answer(&self) -> bool {
-        self.ledger.as_ref().is_some_and(Ledger::wants_answer)
+        self.fill.is_some() || self.ledger.as_ref().is_some_and(Ledger::wants_answer)
     }
 
     /// Completion tokens of a non-streaming answer's text, for an upstream without usage.
@@ -177,8 +183,15 @@ impl Completion {
                 saved_nano: 0,
                 response_body: ending.response_body,
                 answer_text: ending.answer_text,
+                cache_hit: false,
             })
         });
+        if let (200, Some(body), Some(fill)) = (status, ending.cacheable, self.fill.take()) {
+            fill.store(CachedAnswer {
+                cost_nano: priced.map_or(0, |p| p.cost_nano),
+                body,
+            });
+        }
         let first_token = ending.first_token;
         let m = self.metrics.tenant(&self.tenant);
         if status == 200 {
@@ -204,6 +217,18 @@ impl Completion {
         m.completion_tokens.increment(counts.completion);
         priced
     }
+}
+
+/// Records a request answered from the cache.
+pub fn record_cache_hit(tenant: &str, model: &str, kind: &'static str, started: Instant) {
+    metrics::counter!(names::REQUESTS_TOTAL,
+        "tenant" => tenant.to_owned(), "model" => model.to_owned(), "provider" => "cache",
+        "status" => "200", "cache" => kind)
+    .increment(1);
+    metrics::histogram!(names::REQUEST_DURATION, "tenant" => tenant.to_owned(), "model" => model.to_owned(), "cache" => kind)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(names::OVERHEAD, "route" => Endpoint::Chat.path())
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Records a request that ended before reaching a provider (bad body, unknown model, ...).

@@ -74,13 +74,25 @@ impl ProxyStream {
 
     fn finish(&mut self, status: u16) {
         if let Some(completion) = self.completion.take() {
-            let answer_text = self.observer.take_text();
+            let assembled = self.observer.take_text();
+            let complete = status == 200 && self.observer.is_done() && !self.observer.saw_error();
             let usage = self
                 .translator
                 .as_ref()
                 .and_then(StreamTranslator::usage)
                 .or(self.observer.usage());
             let completion_estimate = usage.is_none().then(|| self.observer.content_chunks());
+            let cacheable = match (&assembled, complete, completion.fill.is_some()) {
+                (Some(a), true, true) if !a.tool_calls => Some(crate::cache::entry::from_stream(
+                    a.id.as_deref().unwrap_or("chatcmpl-cached"),
+                    a.model.as_deref().unwrap_or(&completion.upstream_model),
+                    &a.text,
+                    a.finish_reason.as_deref(),
+                    usage,
+                )),
+                _ => None,
+            };
+            let answer_text = assembled.map(|a| a.text);
             completion.finish(
                 status,
                 Ending {
@@ -96,6 +108,7 @@ impl ProxyStream {
                     }),
                     response_body: None,
                     answer_text,
+                    cacheable,
                 },
             );
         }
@@ -311,6 +324,7 @@ async fn drain(
             error: Some("client_disconnected".to_owned()),
             response_body: None,
             answer_text: None,
+            cacheable: None,
         },
     );
 }

@@ -20,11 +20,17 @@
 //! 7. `GuardLayer` (chat) — the tenant's shield: redacts PII in the parsed body (before the
 //!    cache and the provider see it), blocks with 400 `content_blocked`, records findings on
 //!    the `Ledger`; inserts `ResponseGuard` when answers are checked too.
-//! 8. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
+//! 8. `CacheLayer` (chat) — the tenant's exact and semantic cache, keyed on the redacted
+//!    request: a hit is answered here (JSON, or replayed as SSE) and finishes the `Ledger`
+//!    at cost 0 with what it saved; a miss inserts `Fill`, which the proxy uses to store the
+//!    complete, successful answer.
+//! 9. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
 //!    `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart` and takes the `Ledger`,
 //!    which it finishes with the usage when the answer (or stream) ends.
 //!
-//! Other routes (`/v1/models`, `/admin/*`, health, metrics), then:
+//! Other routes (`/v1/models`, `/v1/usage`, `/v1/audit*`, `/admin/*`, health, metrics,
+//! `/openapi.json`, the Swagger UI at `/docs` (`/docs/` and its assets) and the dashboard at
+//! `/`; the last three are public and listed in `routes::UNAUTHENTICATED`), then:
 //! 5. `api_timeout` — `server.api_timeout`, 504 `timeout` when exceeded. (Proxy routes carry
 //!    the request deadline into the upstream call and the stream body instead.)
 //!
@@ -48,6 +54,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use super::routes;
 use crate::api::{self, health::HealthState};
+use crate::cache::layer::CacheLayer;
 use crate::error::{ErrorCode, GatewayError};
 use crate::middleware::admit::AdmitLayer;
 use crate::middleware::auth::AuthLayer;
@@ -67,6 +74,7 @@ pub fn app(state: &AppState) -> Router {
         .route(
             routes::CHAT_COMPLETIONS,
             post(api::proxy::chat_completions)
+                .layer(CacheLayer::new(Arc::clone(&state.cache)))
                 .layer(GuardLayer::new(Arc::clone(&state.config.guardrails)))
                 .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
                 .layer(
@@ -91,6 +99,7 @@ pub fn app(state: &AppState) -> Router {
         proxy: Arc::clone(&state.proxy),
         tenancy: Arc::clone(&state.tenancy),
         policy: Arc::clone(state.meter.policy()),
+        cache: Arc::clone(&state.cache),
         started: state.started,
     };
     let timeout = server.api_timeout;
@@ -118,6 +127,9 @@ pub fn app(state: &AppState) -> Router {
                 .with_state(state.metrics.clone()),
         )
         .merge(admin_routes(state))
+        .route(api::openapi::OPENAPI_PATH, get(api::openapi::json))
+        .merge(api::openapi::swagger_ui())
+        .route("/", get(api::dashboard::page))
         .layer(axum::middleware::from_fn(move |req, next| {
             api_timeout(timeout, req, next)
         }));

@@ -168,6 +168,7 @@ mod tests {
             budget: None,
             shield: None,
             judge: None,
+            cache: None,
         };
         assert!(!g.policy_for(&t).is_active());
         t.shield = Some(RawShield {

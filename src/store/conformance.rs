@@ -19,6 +19,8 @@ pub async fn run_all<S: Store>(store: &S) {
     concurrent_takes_are_atomic(store).await;
     audit_outcomes(store).await;
     audit_pages(store).await;
+    cache_entries(store).await;
+    semantic_partitions(store).await;
 }
 
 fn tenant(id: &str) -> Tenant {
@@ -38,6 +40,7 @@ fn tenant(id: &str) -> Tenant {
         }),
         shield: None,
         judge: None,
+        cache: None,
     }
 }
 
@@ -498,4 +501,78 @@ async fn audit_pages<S: Store>(s: &S) {
         .unwrap()
         .records
         .is_empty());
+}
+
+/// Answers are per tenant and expire.
+async fn cache_entries<S: Store>(s: &S) {
+    let hour = Duration::from_secs(3600);
+    assert!(s.cache_get("c-a", "k1").await.unwrap().is_none());
+    s.cache_put("c-a", "k1", b"answer one", hour).await.unwrap();
+    assert_eq!(
+        s.cache_get("c-a", "k1").await.unwrap().unwrap(),
+        b"answer one"
+    );
+    assert!(
+        s.cache_get("c-b", "k1").await.unwrap().is_none(),
+        "another tenant's"
+    );
+    s.cache_put("c-a", "k1", b"replaced", hour).await.unwrap();
+    assert_eq!(
+        s.cache_get("c-a", "k1").await.unwrap().unwrap(),
+        b"replaced"
+    );
+    s.cache_put("c-a", "short", &[0u8, 255, 7], Duration::from_millis(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cache_get("c-a", "short").await.unwrap().unwrap(),
+        [0u8, 255, 7]
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        s.cache_get("c-a", "short").await.unwrap().is_none(),
+        "expired"
+    );
+}
+
+/// Partitions grow by appends; readers ask only for what is new; old entries are trimmed.
+async fn semantic_partitions<S: Store>(s: &S) {
+    let hour = Duration::from_secs(3600);
+    let (none, pos) = s.semantic_since("sp-t", "ctx", 0).await.unwrap();
+    assert!(none.is_empty());
+    for i in 0..3u8 {
+        s.semantic_append("sp-t", "ctx", &[i], 10, hour)
+            .await
+            .unwrap();
+    }
+    let (all, pos1) = s.semantic_since("sp-t", "ctx", pos).await.unwrap();
+    assert_eq!(all, [vec![0u8], vec![1], vec![2]]);
+    let (nothing, same) = s.semantic_since("sp-t", "ctx", pos1).await.unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(same, pos1);
+    s.semantic_append("sp-t", "ctx", &[3], 10, hour)
+        .await
+        .unwrap();
+    let (new, _) = s.semantic_since("sp-t", "ctx", pos1).await.unwrap();
+    assert_eq!(new, [vec![3u8]]);
+    assert!(s
+        .semantic_since("sp-t", "other", 0)
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+    assert!(s
+        .semantic_since("other-t", "ctx", 0)
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+    // At most `max_entries` are kept: the oldest go.
+    for i in 10..20u8 {
+        s.semantic_append("sp-t", "trim", &[i], 4, hour)
+            .await
+            .unwrap();
+    }
+    let (kept, _) = s.semantic_since("sp-t", "trim", 0).await.unwrap();
+    assert_eq!(kept, [vec![16u8], vec![17], vec![18], vec![19]]);
 }

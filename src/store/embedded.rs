@@ -22,6 +22,7 @@
 //! but it does not see the server's unflushed spend either.
 
 mod audit;
+mod cache;
 pub(crate) mod counters;
 mod db;
 pub mod window;
@@ -36,8 +37,9 @@ use async_trait::async_trait;
 use self::counters::{Budgets, Sharded, WindowEntry};
 use self::db::{Db, KeyColumn};
 use super::{
-    AuditPage, AuditQuery, AuditStore, BudgetDecision, ChainHead, CounterStore, KeyRecord,
-    KeyStore, Outcome, Store, StoreResult, Tenant, TenantStore, UsageRow, WindowDecision,
+    AuditPage, AuditQuery, AuditStore, BudgetDecision, CacheStore, ChainHead, CounterStore,
+    KeyRecord, KeyStore, Outcome, Store, StoreResult, Tenant, TenantStore, UsageRow,
+    WindowDecision,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
 use crate::tasks::Tasks;
@@ -66,6 +68,8 @@ struct Inner {
     latest_ms: AtomicU64,
     /// Audit records older than this are deleted by the flusher (`audit.retention`).
     audit_retention_ms: AtomicU64,
+    /// Most cached answers kept (`cache.exact.max_entries`).
+    cache_max_entries: AtomicU64,
 }
 
 // === impl EmbeddedStore ===
@@ -83,6 +87,7 @@ impl EmbeddedStore {
                 budgets: Budgets::from_rows(spent),
                 latest_ms: AtomicU64::new(0),
                 audit_retention_ms: AtomicU64::new(DEFAULT_RETENTION_MS),
+                cache_max_entries: AtomicU64::new(100_000),
             }),
         })
     }
@@ -93,6 +98,11 @@ impl EmbeddedStore {
             u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Keeps at most `max` cached answers (pruned with the expired ones by the flusher).
+    pub fn set_cache_max_entries(&self, max: u64) {
+        self.inner.cache_max_entries.store(max, Ordering::Relaxed);
     }
 
     /// The file this store is kept in.
@@ -136,6 +146,7 @@ impl EmbeddedStore {
                 if flushes % PRUNE_EVERY_FLUSHES == 0 {
                     inner.prune_windows().await;
                     inner.prune_audit().await;
+                    inner.prune_cache().await;
                 }
                 if stopping {
                     break;
@@ -183,6 +194,15 @@ impl Inner {
         let before = crate::audit::record::now_ms().saturating_sub(keep);
         if let Err(e) = self.db.call(move |conn| audit::prune(conn, before)).await {
             tracing::warn!(error = %e, "pruning old audit records failed");
+        }
+    }
+
+    /// Drops expired cache entries and bounds their number.
+    async fn prune_cache(&self) {
+        let max = self.cache_max_entries.load(Ordering::Relaxed);
+        let now = crate::audit::record::now_ms();
+        if let Err(e) = self.db.call(move |conn| cache::prune(conn, now, max)).await {
+            tracing::warn!(error = %e, "pruning the cache failed");
         }
     }
 
@@ -457,6 +477,70 @@ impl AuditStore for EmbeddedStore {
             .call(move |conn| audit::usage_rows(conn, &tenant, &start, &end))
             .await
     }
+}
+
+#[async_trait]
+impl CacheStore for EmbeddedStore {
+    async fn cache_get(&self, tenant: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        let now = crate::audit::record::now_ms();
+        self.inner
+            .db
+            .call(move |conn| cache::get(conn, &tenant, &key, now))
+            .await
+    }
+
+    async fn cache_put(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let (tenant, key, value) = (tenant.to_owned(), key.to_owned(), value.to_vec());
+        let expires = expiry(ttl);
+        self.inner
+            .db
+            .call(move |conn| cache::put(conn, &tenant, &key, &value, expires))
+            .await
+    }
+
+    async fn semantic_append(
+        &self,
+        tenant: &str,
+        partition: &str,
+        entry: &[u8],
+        max_entries: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let (tenant, partition, entry) = (tenant.to_owned(), partition.to_owned(), entry.to_vec());
+        let expires = expiry(ttl);
+        self.inner
+            .db
+            .call(move |conn| {
+                cache::semantic_append(conn, &tenant, &partition, &entry, max_entries, expires)
+            })
+            .await
+    }
+
+    async fn semantic_since(
+        &self,
+        tenant: &str,
+        partition: &str,
+        from: u64,
+    ) -> StoreResult<(Vec<Vec<u8>>, u64)> {
+        let (tenant, partition) = (tenant.to_owned(), partition.to_owned());
+        let now = crate::audit::record::now_ms();
+        self.inner
+            .db
+            .call(move |conn| cache::semantic_since(conn, &tenant, &partition, from, now))
+            .await
+    }
+}
+
+fn expiry(ttl: Duration) -> u64 {
+    crate::audit::record::now_ms()
+        .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[async_trait]

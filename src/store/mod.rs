@@ -181,9 +181,45 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<UsageRow>>;
 }
 
+/// Cached answers and the semantic cache's entries, per tenant. Values are opaque bytes (the
+/// cache layer encodes and compresses them); every entry expires.
+#[async_trait]
+pub trait CacheStore: Send + Sync {
+    /// A cached answer, if present and not expired.
+    async fn cache_get(&self, tenant: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores an answer for `ttl`. The backend bounds how many entries it keeps.
+    async fn cache_put(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    /// Appends a semantic entry to a tenant's partition (a context hash), keeping at most
+    /// `max_entries` of the newest; the partition expires `ttl` after its last append.
+    async fn semantic_append(
+        &self,
+        tenant: &str,
+        partition: &str,
+        entry: &[u8],
+        max_entries: usize,
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    /// The partition's entries from position `from` on (positions count every append ever
+    /// made, so a reader asks only for what is new), and the position after the last.
+    async fn semantic_since(
+        &self,
+        tenant: &str,
+        partition: &str,
+        from: u64,
+    ) -> StoreResult<(Vec<Vec<u8>>, u64)>;
+}
+
 /// Everything the gateway stores.
 #[async_trait]
-pub trait Store: TenantStore + KeyStore + CounterStore + AuditStore + std::fmt::Debug {
+pub trait Store:
+    TenantStore + KeyStore + CounterStore + AuditStore + CacheStore + std::fmt::Debug
+{
     /// Backend name for `/health` and logs.
     fn backend(&self) -> &'static str;
     /// Makes buffered writes durable (the embedded store batches counters); a no-op where
@@ -198,15 +234,17 @@ pub trait Store: TenantStore + KeyStore + CounterStore + AuditStore + std::fmt::
 /// With `tasks`, background upkeep starts too (the embedded store's batched flushes); a
 /// one-shot command passes `None` and calls [`Store::flush`] before it exits.
 pub async fn open(
-    config: &crate::config::StoreConfig,
-    audit_retention: Duration,
+    config: &crate::config::Config,
     tasks: Option<&crate::tasks::Tasks>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
     use crate::config::StoreConfig;
-    Ok(match config {
+    let audit_retention = config.audit.retention;
+    let cache_max_entries = config.cache.exact_max_entries;
+    Ok(match &config.store {
         StoreConfig::Embedded { path } => {
             let store = embedded::EmbeddedStore::open(path).await?;
             store.set_audit_retention(audit_retention);
+            store.set_cache_max_entries(cache_max_entries);
             if let Some(tasks) = tasks {
                 store.start_flusher(tasks);
             }

@@ -22,6 +22,9 @@ pub struct Tenant {
     /// Guardrail overrides on top of the global `[shield]` (see `shield::rules`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shield: Option<crate::config::raw::RawShield>,
+    /// Cache switches and TTL overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::config::raw::RawTenantCache>,
     /// Judge sampling and alert threshold overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::config::raw::RawTenantJudge>,

@@ -245,7 +245,7 @@ pub fn record_for(
 }
 
 /// Creates or updates the tenants and keys declared in the config. Declared fields (name,
-/// models, limits, budget, shield, judge) win at start-up; keys added at run time are kept. A bootstrap key already stored stays
+/// models, limits, budget, shield, judge, cache) win at start-up; keys added at run time are kept. A bootstrap key already stored stays
 /// as it is (a revoked one stays revoked).
 pub async fn bootstrap(
     store: &dyn Store,
@@ -263,6 +263,7 @@ pub async fn bootstrap(
                 budget: None,
                 shield: None,
                 judge: None,
+                cache: None,
             });
         tenant.name.clone_from(&declared.name);
         tenant.models.clone_from(&declared.models);
@@ -270,6 +271,7 @@ pub async fn bootstrap(
         tenant.budget = declared.budget;
         tenant.shield.clone_from(&declared.shield);
         tenant.judge.clone_from(&declared.judge);
+        tenant.cache.clone_from(&declared.cache);
         store.put_tenant(&tenant).await?;
         for bootstrap in &declared.keys {
             let secret = bootstrap.secret.expose();

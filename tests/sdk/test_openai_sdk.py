@@ -103,3 +103,19 @@ def test_errors_map_to_sdk_exceptions(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="demo", messages=[])
     assert err.value.code == "invalid_body"
+
+
+def test_stream_replayed_from_the_cache_is_valid_for_the_sdk(client):
+    messages = [{"role": "user", "content": "cache replay for the sdk"}]
+    first = client.chat.completions.create(model="demo", messages=messages)
+    text = first.choices[0].message.content
+    # The fill is written off the request path: repeat until the answer comes from the cache.
+    for _ in range(100):
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo", messages=messages, stream=True, stream_options={"include_usage": True})
+        if raw.headers["x-sentinel-cache"] == "exact":
+            break
+    assert raw.headers["x-sentinel-cache"] == "exact"
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0

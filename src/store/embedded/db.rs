@@ -84,6 +84,24 @@ CREATE TABLE IF NOT EXISTS audit_chains (
     PRIMARY KEY (tenant, chain)
 ) WITHOUT ROWID;
 
+-- Cached answers (opaque, compressed by the cache layer) and semantic-cache entries.
+CREATE TABLE IF NOT EXISTS cache (
+    tenant     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_by_expiry ON cache (expires_ms);
+CREATE TABLE IF NOT EXISTS semantic (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant     TEXT NOT NULL,
+    partition  TEXT NOT NULL,
+    entry      BLOB NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS semantic_by_partition ON semantic (tenant, partition, id);
+
 -- Usage rollups, updated in the same transaction as the audit record they count.
 CREATE TABLE IF NOT EXISTS usage (
     tenant            TEXT NOT NULL,

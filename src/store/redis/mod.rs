@@ -13,6 +13,7 @@
 //! The key layout is in `keys.rs`.
 
 mod audit;
+mod cache;
 mod changes;
 mod keys;
 mod scripts;
@@ -36,8 +37,8 @@ use self::scripts::{
     WINDOW_ADJUST_SCRIPT, WINDOW_TAKE_SCRIPT,
 };
 use super::{
-    AuditPage, AuditQuery, AuditStore, BudgetDecision, ChainHead, CounterStore, KeyRecord,
-    KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageRow,
+    AuditPage, AuditQuery, AuditStore, BudgetDecision, CacheStore, ChainHead, CounterStore,
+    KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageRow,
     WindowDecision,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
@@ -531,6 +532,44 @@ impl AuditStore for RedisStore {
         end_day: &str,
     ) -> StoreResult<Vec<UsageRow>> {
         self.usage_rows_impl(tenant, start_day, end_day).await
+    }
+}
+
+#[async_trait]
+impl CacheStore for RedisStore {
+    async fn cache_get(&self, tenant: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.cache_get_impl(tenant, key).await
+    }
+
+    async fn cache_put(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.cache_put_impl(tenant, key, value, ttl).await
+    }
+
+    async fn semantic_append(
+        &self,
+        tenant: &str,
+        partition: &str,
+        entry: &[u8],
+        max_entries: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.semantic_append_impl(tenant, partition, entry, max_entries, ttl)
+            .await
+    }
+
+    async fn semantic_since(
+        &self,
+        tenant: &str,
+        partition: &str,
+        from: u64,
+    ) -> StoreResult<(Vec<Vec<u8>>, u64)> {
+        self.semantic_since_impl(tenant, partition, from).await
     }
 }
 

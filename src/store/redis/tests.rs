@@ -29,6 +29,7 @@ fn tenant(id: &str) -> Tenant {
         budget: None,
         shield: None,
         judge: None,
+        cache: None,
     }
 }
 
