@@ -1,5 +1,5 @@
-//! Handlers off the proxy path (models, usage, audit, admin, health, metrics, the OpenAPI
-//! document and its Swagger UI, the dashboard) and the proxy entry handlers.
+//! Handlers off the proxy path (models, usage, audit, admin, health, metrics, the API
+//! document `/openapi.json` and its Swagger UI, the dashboard) and the proxy entry handlers.
 
 pub mod admin;
 pub mod audit;

@@ -1,4 +1,4 @@
-//! `GET /openapi.json` and `GET /docs`: the OpenAPI 3.1 description of every client, admin and
+//! `GET /openapi.json` and `GET /docs`: the `OpenAPI` 3.1 description of every client, admin and
 //! operations endpoint, and the Swagger UI page that renders it (assets compiled into the
 //! binary by `utoipa-swagger-ui`'s `vendored` feature: the page loads nothing from elsewhere).
 //!
@@ -285,7 +285,7 @@ fn error_responses() -> Vec<(String, openapi::Response)> {
                     .collect::<Vec<_>>()
                     .join(", "),
             );
-            if status == 400 || (400..500).contains(&status) && status != 429 {
+            if (400..500).contains(&status) && status != 429 {
                 description.push_str(
                     ". A provider's own 4xx verdict on a proxied request is passed through \
                      unchanged, with the provider's `type` and `code`",
@@ -468,12 +468,37 @@ fn request_id_param() -> openapi::path::Parameter {
     )
 }
 
+/// Schemas of objects whose real type keeps the fields Sentinel does not know (an `extra`
+/// map) and passes them on unchanged: they say so with `additionalProperties: true`, so
+/// generated clients keep such fields too.
+const PASS_THROUGH: &[&str] = &[
+    "ChatCompletionRequest",
+    "StreamOptions",
+    "ChatMessage",
+    "ContentPart",
+    "Tool",
+    "FunctionDefinition",
+    "ChatCompletion",
+    "Choice",
+    "AssistantMessage",
+    "EmbeddingsRequest",
+];
+
 /// Adds the parts operations share (see the module docs).
 struct Conventions;
 
 impl Modify for Conventions {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
+        for name in PASS_THROUGH {
+            if let Some(RefOr::T(openapi::Schema::Object(object))) =
+                components.schemas.get_mut(*name)
+            {
+                object.additional_properties = Some(Box::new(
+                    openapi::schema::AdditionalProperties::FreeForm(true),
+                ));
+            }
+        }
         add_security_schemes(components);
         for (name, response) in error_responses() {
             components.responses.insert(name, RefOr::T(response));
@@ -2284,5 +2309,11 @@ mod tests {
             doc["paths"]["/admin/tenants"]["post"]["security"],
             json!([{"admin_bearer": []}])
         );
+        for name in PASS_THROUGH {
+            assert_eq!(
+                doc["components"]["schemas"][*name]["additionalProperties"], true,
+                "{name}"
+            );
+        }
     }
 }

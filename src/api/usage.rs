@@ -14,7 +14,7 @@ use super::caller::{scope_tenant, Caller};
 use super::time::{parse_bound, Bound};
 use crate::audit::record::{day_of, now_ms, parse_day};
 use crate::error::{ErrorCode, GatewayError};
-use crate::store::{Store, UsageRow};
+use crate::store::{Store, UsageGrain, UsageRow};
 use crate::tokens::pricing::usd_f64;
 
 /// Query of `/v1/usage`.
@@ -157,7 +157,12 @@ pub async fn compute(
     end_day: &str,
     group_by: Option<GroupBy>,
 ) -> Result<UsageReport, crate::store::StoreError> {
-    let rows = store.usage_rows(tenant, start_day, end_day).await?;
+    let grain = if group_by == Some(GroupBy::Key) {
+        UsageGrain::Key
+    } else {
+        UsageGrain::Model
+    };
+    let rows = store.usage_rows(tenant, start_day, end_day, grain).await?;
     let mut total = Sum::default();
     let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
     for r in &rows {

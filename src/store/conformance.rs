@@ -5,7 +5,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::{
-    AuditQuery, Budget, KeyRecord, Limits, Outcome, Settlement, Store, Tenant, WindowSettle,
+    AuditQuery, Budget, KeyRecord, Limits, Outcome, Settlement, Store, Tenant, UsageGrain,
+    WindowSettle,
 };
 use crate::config::raw::{BudgetPeriod, PolicyMode};
 
@@ -350,7 +351,10 @@ async fn audit_outcomes<S: Store>(s: &S) {
             .allowed
     );
 
-    let rows = s.usage_rows("au-t", &d1, &d2).await.unwrap();
+    let rows = s
+        .usage_rows("au-t", &d1, &d2, UsageGrain::Model)
+        .await
+        .unwrap();
     let day1: Vec<_> = rows.iter().filter(|r| r.day == d1).collect();
     assert_eq!(day1.len(), 1, "{rows:?}");
     assert_eq!(
@@ -372,8 +376,36 @@ async fn audit_outcomes<S: Store>(s: &S) {
         ),
         ("other", 1, 700, 0)
     );
-    assert!(s.usage_rows("au-t", &d3, &d3).await.unwrap().is_empty());
-    assert!(s.usage_rows("other-t", &d1, &d2).await.unwrap().is_empty());
+    // The same figures per key: one key made all three requests.
+    let by_key = s
+        .usage_rows("au-t", &d1, &d2, UsageGrain::Key)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key
+            .iter()
+            .map(|r| (
+                r.day.as_str(),
+                r.key_id.as_str(),
+                r.requests,
+                r.model.is_empty()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (d1.as_str(), "key_1", 2, true),
+            (d2.as_str(), "key_1", 1, true)
+        ]
+    );
+    assert!(s
+        .usage_rows("au-t", &d3, &d3, UsageGrain::Model)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .usage_rows("other-t", &d1, &d2, UsageGrain::Key)
+        .await
+        .unwrap()
+        .is_empty());
 
     audit_lookups(s, &b.record, &hit.record).await;
 }

@@ -38,7 +38,7 @@ use self::counters::{Budgets, Sharded, WindowEntry};
 use self::db::{Db, KeyColumn};
 use super::{
     AuditPage, AuditQuery, AuditStore, BudgetDecision, CacheStore, ChainHead, CounterStore,
-    KeyRecord, KeyStore, Outcome, Store, StoreResult, Tenant, TenantStore, UsageRow,
+    KeyRecord, KeyStore, Outcome, Store, StoreResult, Tenant, TenantStore, UsageGrain, UsageRow,
     WindowDecision,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
@@ -470,11 +470,12 @@ impl AuditStore for EmbeddedStore {
         tenant: &str,
         start_day: &str,
         end_day: &str,
+        grain: UsageGrain,
     ) -> StoreResult<Vec<UsageRow>> {
         let (tenant, start, end) = (tenant.to_owned(), start_day.to_owned(), end_day.to_owned());
         self.inner
             .db
-            .call(move |conn| audit::usage_rows(conn, &tenant, &start, &end))
+            .call(move |conn| audit::usage_rows(conn, &tenant, &start, &end, grain))
             .await
     }
 }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use types::{
     AuditPage, AuditQuery, Budget, BudgetDecision, ChainHead, KeyRecord, Limits, Outcome,
-    Settlement, Tenant, UsageRow, WindowDecision, WindowSettle,
+    Settlement, Tenant, UsageGrain, UsageRow, WindowDecision, WindowSettle,
 };
 
 /// Why a store operation failed.
@@ -172,12 +172,16 @@ pub trait AuditStore: Send + Sync {
         request_id: &str,
         judge: &crate::audit::record::JudgeResult,
     ) -> StoreResult<()>;
-    /// Rollup rows of a tenant for the days `start_day..=end_day` (`YYYY-MM-DD`).
+    /// Rollup rows of a tenant for the days `start_day..=end_day` (`YYYY-MM-DD`), one per day
+    /// and model ([`UsageGrain::Model`], `key_id` empty) or per day and key
+    /// ([`UsageGrain::Key`], `model` empty). Rollups are kept at both grains so a report reads
+    /// only what it shows.
     async fn usage_rows(
         &self,
         tenant: &str,
         start_day: &str,
         end_day: &str,
+        grain: UsageGrain,
     ) -> StoreResult<Vec<UsageRow>>;
 }
 

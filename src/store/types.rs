@@ -176,7 +176,16 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// One rollup cell: a tenant's usage of one model through one key on one day.
+/// The granularity of usage rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGrain {
+    /// Per day and model.
+    Model,
+    /// Per day and key.
+    Key,
+}
+
+/// One rollup cell: a tenant's usage on one day, of one model or through one key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRow {
     pub day: String,

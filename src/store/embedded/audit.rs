@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::db::{map_err, write};
 use crate::audit::record::{day_of, AuditRecord, JudgeResult};
 use crate::store::{
-    AuditPage, AuditQuery, ChainHead, Outcome, Settlement, StoreError, StoreResult, UsageRow,
+    AuditPage, AuditQuery, ChainHead, Outcome, Settlement, StoreError, StoreResult, UsageGrain,
+    UsageRow,
 };
 
 /// Most rows one page request reads before answering with what it found (filters that match
@@ -221,14 +222,23 @@ pub(super) fn usage_rows(
     tenant: &str,
     start_day: &str,
     end_day: &str,
+    grain: UsageGrain,
 ) -> StoreResult<Vec<UsageRow>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT day, model, key_id, requests, prompt_tokens, completion_tokens, cost_nano,
-                    cache_hits, saved_nano
-             FROM usage WHERE tenant = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day, model, key_id",
-        )
-        .map_err(map_err)?;
+    let sql = match grain {
+        UsageGrain::Model => {
+            "SELECT day, model, '', SUM(requests), SUM(prompt_tokens), SUM(completion_tokens),
+                    SUM(cost_nano), SUM(cache_hits), SUM(saved_nano)
+             FROM usage WHERE tenant = ?1 AND day >= ?2 AND day <= ?3
+             GROUP BY day, model ORDER BY day, model"
+        }
+        UsageGrain::Key => {
+            "SELECT day, '', key_id, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens),
+                    SUM(cost_nano), SUM(cache_hits), SUM(saved_nano)
+             FROM usage WHERE tenant = ?1 AND day >= ?2 AND day <= ?3
+             GROUP BY day, key_id ORDER BY day, key_id"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     let rows = stmt
         .query_map(params![tenant, start_day, end_day], |r| {
             let u = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));

@@ -9,7 +9,11 @@
 //! | `sntl:{<t>}:audit:rid:<request_id>` | string | the stream id of the latest record with that request id (lookup), expires with the retention |
 //! | `sntl:{<t>}:audit:judge:<request_id>` | string | the judge's result, JSON (outside the seal) |
 //! | `sntl:{<t>}:audit:chains` | hash | chain id → `seq:hash` of its last record |
-//! | `sntl:{<t>}:usage:<YYYY-MM-DD>` | hash | `<model>\x1f<key_id>\x1f<metric>` → count |
+//! | `sntl:{<t>}:usage:<YYYY-MM-DD>:m` | hash | `<model>\x1f<metric>` → count |
+//! | `sntl:{<t>}:usage:<YYYY-MM-DD>:k` | hash | `<key_id>\x1f<metric>` → count |
+//!
+//! Rollups are kept per model and per key (not per model × key) so a report reads a few
+//! dozen fields a day, not every combination.
 //!
 //! One `RECORD` script per outcome writes the record, its rollup and its settlement, and does
 //! nothing when the record's seal (chain and seq) is already known: replays after an outage
@@ -23,7 +27,9 @@ use redis::{AsyncCommands, Script};
 
 use super::{keys, Conn, RedisStore};
 use crate::audit::record::{day_of, days_between, AuditRecord, JudgeResult};
-use crate::store::{AuditPage, AuditQuery, ChainHead, Outcome, StoreError, StoreResult, UsageRow};
+use crate::store::{
+    AuditPage, AuditQuery, ChainHead, Outcome, StoreError, StoreResult, UsageGrain, UsageRow,
+};
 
 /// Rollups outlive the audit records they count: usage reports look back this far.
 const USAGE_TTL_SECS: u64 = 400 * 24 * 3600;
@@ -37,12 +43,12 @@ const SCAN_CAP: usize = 20_000;
 /// Unit separator between the parts of a rollup field.
 const SEP: char = '\u{1f}';
 
-/// KEYS: stream, rid, chains, usage day, budget period (or an unused key), seen, window
-/// buckets...
-/// ARGV: 1 record, 2 retention s, 3 minid ms, 4 chain, 5 seq, 6 hash, 7 rollup field prefix,
+/// KEYS: stream, rid, chains, usage day by model, budget period (or an unused key), seen,
+/// usage day by key, window buckets...
+/// ARGV: 1 record, 2 retention s, 3 minid ms, 4 chain, 5 seq, 6 hash, 7 model field prefix,
 /// 8 prompt, 9 completion, 10 cost, 11 hit, 12 saved, 13 budget reserved (`''`: none),
-/// 14 usage ttl s, 15 window ttl ms, 16 record time (Unix ms), then one delta per window
-/// bucket.
+/// 14 usage ttl s, 15 window ttl ms, 16 record time (Unix ms), 17 key field prefix, then one
+/// delta per window bucket.
 const RECORD: &str = r"
 if redis.call('EXISTS', KEYS[6]) == 1 then
   return 0
@@ -75,14 +81,16 @@ if ARGV[4] ~= '' then
     redis.call('HSET', KEYS[3], ARGV[4], ARGV[5] .. ':' .. ARGV[6])
   end
 end
-local p = ARGV[7]
-redis.call('HINCRBY', KEYS[4], p .. 'requests', 1)
-redis.call('HINCRBY', KEYS[4], p .. 'prompt_tokens', ARGV[8])
-redis.call('HINCRBY', KEYS[4], p .. 'completion_tokens', ARGV[9])
-redis.call('HINCRBY', KEYS[4], p .. 'cost_nano', ARGV[10])
-redis.call('HINCRBY', KEYS[4], p .. 'cache_hits', ARGV[11])
-redis.call('HINCRBY', KEYS[4], p .. 'saved_nano', ARGV[12])
-redis.call('EXPIRE', KEYS[4], ARGV[14])
+for _, rollup in ipairs({{KEYS[4], ARGV[7]}, {KEYS[7], ARGV[17]}}) do
+  local key, p = rollup[1], rollup[2]
+  redis.call('HINCRBY', key, p .. 'requests', 1)
+  redis.call('HINCRBY', key, p .. 'prompt_tokens', ARGV[8])
+  redis.call('HINCRBY', key, p .. 'completion_tokens', ARGV[9])
+  redis.call('HINCRBY', key, p .. 'cost_nano', ARGV[10])
+  redis.call('HINCRBY', key, p .. 'cache_hits', ARGV[11])
+  redis.call('HINCRBY', key, p .. 'saved_nano', ARGV[12])
+  redis.call('EXPIRE', key, ARGV[14])
+end
 if ARGV[13] ~= '' then
   local v = redis.call('HMGET', KEYS[5], 'spent', 'reserved')
   local reserved = tonumber(v[2] or '0')
@@ -93,8 +101,8 @@ if ARGV[13] ~= '' then
   end
   redis.call('HINCRBY', KEYS[5], 'spent', ARGV[10])
 end
-for i = 7, #KEYS do
-  local delta = tonumber(ARGV[16 + i - 6])
+for i = 8, #KEYS do
+  local delta = tonumber(ARGV[17 + i - 7])
   local raw = redis.call('GET', KEYS[i])
   local cur = tonumber(raw or '0')
   if cur + delta >= 0 then
@@ -131,8 +139,12 @@ fn judge_key(tenant: &str, request_id: &str) -> String {
 fn chains(tenant: &str) -> String {
     format!("sntl:{{{tenant}}}:audit:chains")
 }
-fn usage(tenant: &str, day: &str) -> String {
-    format!("sntl:{{{tenant}}}:usage:{day}")
+fn usage(tenant: &str, day: &str, grain: UsageGrain) -> String {
+    let g = match grain {
+        UsageGrain::Model => 'm',
+        UsageGrain::Key => 'k',
+    };
+    format!("sntl:{{{tenant}}}:usage:{day}:{g}")
 }
 
 fn corrupt(e: &serde_json::Error) -> StoreError {
@@ -152,12 +164,13 @@ impl RedisStore {
         let mut inv = RECORD_SCRIPT.key(stream(&r.tenant));
         inv.key(rid(&r.tenant, &r.request_id))
             .key(chains(&r.tenant))
-            .key(usage(&r.tenant, &day_of(r.ts_ms)));
+            .key(usage(&r.tenant, &day_of(r.ts_ms), UsageGrain::Model));
         match &o.settle.budget {
             Some((period, _)) => inv.key(keys::budget(&r.tenant, period)),
             None => inv.key(format!("sntl:{{{}}}:nobudget", r.tenant)),
         };
         inv.key(seen(&r.tenant, &r.chain, r.seq));
+        inv.key(usage(&r.tenant, &day_of(r.ts_ms), UsageGrain::Key));
         let mut window_ttl = 0;
         for w in &o.settle.windows {
             inv.key(keys::window(&w.scope, w.taken_at_ms / w.window_ms.max(1)));
@@ -169,7 +182,7 @@ impl RedisStore {
             .arg(&r.chain)
             .arg(r.seq)
             .arg(&r.hash)
-            .arg(format!("{}{SEP}{}{SEP}", r.model, r.key_id))
+            .arg(format!("{}{SEP}", r.model))
             .arg(r.prompt_tokens)
             .arg(r.completion_tokens)
             .arg(o.cost_nano)
@@ -184,7 +197,8 @@ impl RedisStore {
             )
             .arg(USAGE_TTL_SECS)
             .arg(window_ttl.max(1))
-            .arg(r.ts_ms);
+            .arg(r.ts_ms)
+            .arg(format!("{}{SEP}", r.key_id));
         for w in &o.settle.windows {
             inv.arg(w.delta);
         }
@@ -405,35 +419,39 @@ impl RedisStore {
         tenant: &str,
         start_day: &str,
         end_day: &str,
+        grain: UsageGrain,
     ) -> StoreResult<Vec<UsageRow>> {
         let days = days_between(start_day, end_day);
         // One pipeline (one slot: the tenant's tag), one round trip for the whole range.
         let mut pipe = redis::pipe();
         for day in &days {
-            pipe.hgetall(usage(tenant, day));
+            pipe.hgetall(usage(tenant, day, grain));
         }
         let hashes: Vec<Vec<(String, i64)>> = self
             .run(|mut conn| async move { Ok(pipe.query_async(&mut conn).await?) })
             .await?;
         let mut rows: Vec<UsageRow> = Vec::new();
         for (day, fields) in days.iter().zip(hashes) {
-            let mut by_cell: std::collections::BTreeMap<(String, String), UsageRow> =
+            let mut by_name: std::collections::BTreeMap<String, UsageRow> =
                 std::collections::BTreeMap::new();
             for (field, value) in fields {
-                let mut parts = field.rsplitn(3, SEP);
-                let (Some(metric), Some(key_id), Some(model)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
+                let Some((name, metric)) = field.rsplit_once(SEP) else {
                     continue;
                 };
-                let row = by_cell
-                    .entry((model.to_owned(), key_id.to_owned()))
-                    .or_insert_with(|| UsageRow {
+                if !by_name.contains_key(name) {
+                    let mut row = UsageRow {
                         day: day.clone(),
-                        model: model.to_owned(),
-                        key_id: key_id.to_owned(),
                         ..UsageRow::default()
-                    });
+                    };
+                    match grain {
+                        UsageGrain::Model => name.clone_into(&mut row.model),
+                        UsageGrain::Key => name.clone_into(&mut row.key_id),
+                    }
+                    by_name.insert(name.to_owned(), row);
+                }
+                let Some(row) = by_name.get_mut(name) else {
+                    continue;
+                };
                 let n = u64::try_from(value).unwrap_or(0);
                 match metric {
                     "requests" => row.requests = n,
@@ -445,7 +463,7 @@ impl RedisStore {
                     _ => {}
                 }
             }
-            rows.extend(by_cell.into_values());
+            rows.extend(by_name.into_values());
         }
         Ok(rows)
     }

@@ -38,8 +38,8 @@ use self::scripts::{
 };
 use super::{
     AuditPage, AuditQuery, AuditStore, BudgetDecision, CacheStore, ChainHead, CounterStore,
-    KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageRow,
-    WindowDecision,
+    KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageGrain,
+    UsageRow, WindowDecision,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
 
@@ -530,8 +530,10 @@ impl AuditStore for RedisStore {
         tenant: &str,
         start_day: &str,
         end_day: &str,
+        grain: UsageGrain,
     ) -> StoreResult<Vec<UsageRow>> {
-        self.usage_rows_impl(tenant, start_day, end_day).await
+        self.usage_rows_impl(tenant, start_day, end_day, grain)
+            .await
     }
 }
 
