@@ -28,6 +28,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<()> {
+    if let Command::Cache { command } = cli.command {
+        return Ok(cli::cache::run(command, &mut std::io::stdout().lock())?);
+    }
     if let Command::CheckConfig { config } = &cli.command {
         return Ok(cli::check_config::run(
             config,
@@ -48,7 +51,7 @@ fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<()> {
             Command::Audit { config, command } => {
                 cli::audit::run(&config, &env, command, &mut std::io::stdout().lock()).await?;
             }
-            Command::CheckConfig { .. } => {}
+            Command::CheckConfig { .. } | Command::Cache { .. } => {}
         }
         Ok(())
     })

@@ -123,6 +123,10 @@ pub fn install_metrics(config: &Config) -> Result<PrometheusHandle, MetricsError
     Ok(handle)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one description per metric family, in one list"
+)]
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(

@@ -313,6 +313,11 @@ fn error_responses() -> Vec<(String, openapi::Response)> {
                 .description(description)
                 .content("application/json", examples.build())
                 .build();
+            for (name, ty, description) in COMMON_RESPONSE_HEADERS {
+                response
+                    .headers
+                    .insert((*name).to_owned(), header_doc(ty, description));
+            }
             if matches!(status, 429 | 503) {
                 response.headers.insert(
                     "retry-after".to_owned(),

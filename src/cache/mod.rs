@@ -9,8 +9,11 @@
 //! short). Store failures are misses: the cache fails open.
 
 pub mod entry;
+pub mod index;
 pub mod key;
 pub mod layer;
+pub mod remote;
+pub mod semantic;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Command-line interface: `serve`, `check-config`, `keys`, `audit`, `mock-provider`.
 
 pub mod audit;
+pub mod cache;
 pub mod check_config;
 pub mod keys;
 pub mod mock_provider;
@@ -37,6 +38,11 @@ pub enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Semantic cache tools.
+    Cache {
+        #[command(subcommand)]
+        command: cache::CacheCommand,
     },
     /// Check the audit log in the configured store.
     Audit {

@@ -72,7 +72,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         Arc::clone(&store),
         config.cache.clone(),
         tasks.clone(),
-        None,
+        semantic_index(&config, &store, &proxy, &meter),
     );
     let state = AppState {
         config: Arc::clone(&config),
@@ -179,4 +179,48 @@ fn accounting(
         }
     }
     Ok((proxy, meter))
+}
+
+/// The semantic index, when some tenant may use it and its embedder is available. Missing
+/// model files are one clear warning, not a failed start: the exact cache still works and
+/// `/health` shows the semantic cache `disabled`.
+fn semantic_index(
+    config: &Config,
+    store: &Arc<dyn crate::store::Store>,
+    proxy: &Arc<Proxy>,
+    meter: &Arc<Meter>,
+) -> Option<Arc<dyn crate::cache::SemanticLookup>> {
+    use crate::cache::index::{SemanticIndex, Source};
+    let c = &config.cache;
+    let wanted = c.semantic_enabled
+        || config
+            .tenants
+            .iter()
+            .any(|t| t.cache.as_ref().and_then(|x| x.semantic) == Some(true));
+    if !wanted {
+        return None;
+    }
+    let source = if let Some(model) = c.semantic_embedder.strip_prefix("remote:") {
+        Source::Remote(Box::new(crate::cache::remote::GatewayEmbed::new(
+            Arc::clone(proxy),
+            Arc::clone(meter),
+            model,
+        )))
+    } else {
+        match crate::cache::semantic::MiniLm::load(&c.semantic_model_dir) {
+            Ok(model) => Source::Local(Arc::new(model)),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %c.semantic_model_dir.display(),
+                    "the semantic cache is disabled: its model could not be loaded (run scripts/fetch-model); the exact cache is unaffected");
+                return None;
+            }
+        }
+    };
+    Some(Arc::new(SemanticIndex::new(
+        Arc::clone(store),
+        source,
+        c.semantic_threshold,
+        c.semantic_ttl,
+        c.semantic_max_entries,
+    )))
 }

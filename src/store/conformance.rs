@@ -296,6 +296,10 @@ fn recent_midnight() -> u64 {
     crate::audit::record::now_ms() / day * day - 2 * day
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: reservations, a batch, its replay, and every figure it moved"
+)]
 async fn audit_outcomes<S: Store>(s: &S) {
     use crate::audit::record::day_of;
     let t0 = recent_midnight();

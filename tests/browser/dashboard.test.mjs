@@ -203,6 +203,9 @@ test('with the admin key the dashboard shows live numbers', async () => {
   // Before the key: public numbers only, tenants wait for the key.
   await page.waitForFunction(() => document.getElementById('total').textContent !== '—');
   assert.equal(await page.textContent('#cost-month'), '—');
+  assert.match(await page.textContent('#tenants-empty'), /Enter the admin key/);
+  mkdirSync(OUT_DIR, { recursive: true });
+  await page.screenshot({ path: path.join(OUT_DIR, 'dashboard-no-key.png') });
 
   await page.fill('#admin-key', ADMIN_KEY);
   await page.click('#connect');
@@ -211,7 +214,9 @@ test('with the admin key the dashboard shows live numbers', async () => {
     return num('rps') > 0 && num('total') > 0
       && document.querySelectorAll('#tenants tbody tr').length >= 2
       && document.getElementById('cost-month').textContent.startsWith('$')
-      && document.getElementById('judge-count').textContent.includes('scored');
+      && document.getElementById('judge-count').textContent.includes('scored')
+      // Two rate samples draw the sparkline (one more poll, for the screenshot).
+      && document.querySelector('#spark polyline') !== null;
   }, null, { timeout: 20_000, polling: 250 });
 
   const text = (sel) => page.textContent(sel);
@@ -235,7 +240,6 @@ test('with the admin key the dashboard shows live numbers', async () => {
   assert.equal(await page.evaluate(() => localStorage.length), 0);
   assert.equal(await page.inputValue('#admin-key'), '');
 
-  mkdirSync(OUT_DIR, { recursive: true });
   await page.screenshot({ path: path.join(OUT_DIR, 'dashboard.png'), fullPage: true });
 
   assert.deepEqual(seen.errors, [], 'no console errors');
@@ -257,6 +261,17 @@ test('/docs renders every operation of /openapi.json from this origin', async ()
   const operations = await page.$$eval('.opblock', (blocks) => blocks.length);
   assert.ok(operations >= 22, `${operations} operations rendered`);
   assert.match(await page.textContent('.info .title'), /Sentinel/);
+  // Expanding an operation makes Swagger UI resolve the schemas it references: a broken
+  // reference would show in its error panel. (All of them would take ~15 s of rendering on
+  // two cores; the Rust tests and openapi-spec-validator already resolve every $ref.)
+  const expand = ['createChatCompletion', 'getUsage', 'getAuditRecord', 'createTenant', 'createKey', 'getHealth'];
+  for (const id of expand) await page.click(`[id$="-${id}"] .opblock-summary-control`);
+  await page.waitForFunction((n) => document.querySelectorAll('.opblock-body').length >= n, expand.length);
+  await page.waitForTimeout(500);
+  assert.equal(await page.$$eval('.errors-wrapper, .opblock-body .errors', (e) => e.length), 0);
+  assert.ok(await page.isVisible('text=text/event-stream'), 'the SSE answer is documented');
+  const chat = await page.$('#operations-openai-createChatCompletion');
+  await chat.screenshot({ path: path.join(OUT_DIR, 'docs-chat.png') });
   await page.screenshot({ path: path.join(OUT_DIR, 'docs.png') });
   assert.deepEqual(seen.errors, [], 'no console errors');
   assertSameOrigin(seen.requests);

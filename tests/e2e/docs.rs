@@ -1,4 +1,4 @@
-//! The API reference and the dashboard: `/openapi.json` is a valid OpenAPI 3 document that
+//! The API reference and the dashboard: `/openapi.json` is a valid `OpenAPI` 3 document that
 //! lists every endpoint and agrees with what the gateway really answers (every live answer
 //! below is checked against the schema the document gives for it); `/docs` is Swagger UI
 //! served from this origin only; `/` is the dashboard, public, and the calls it makes work
@@ -243,7 +243,11 @@ fn assert_headers_documented(
     method: &str,
     resp: &reqwest::Response,
 ) -> usize {
-    let documented = &doc["paths"][path][method]["responses"][resp.status().as_str()]["headers"];
+    let mut response = &doc["paths"][path][method]["responses"][resp.status().as_str()];
+    if let Some(r) = response.get("$ref").and_then(Value::as_str) {
+        response = resolve(doc, r);
+    }
+    let documented = &response["headers"];
     let mut seen = 0;
     for name in resp
         .headers()
@@ -283,8 +287,8 @@ fn parameter_names(op: &Value, place: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The real validator from PyPI, when the test virtualenv has it (`scripts/test` installs
-/// it). Under CI it must be there.
+/// The real validator (Python's `openapi-spec-validator`), when the test virtualenv has it
+/// (`scripts/test` installs it). Under CI it must be there.
 fn run_openapi_spec_validator(doc: &Value) {
     let venv = std::env::var("SENTINEL_TEST_VENV").unwrap_or_else(|_| ".venv".to_owned());
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(venv);
@@ -317,20 +321,9 @@ fn run_openapi_spec_validator(doc: &Value) {
     assert!(text.contains("OK"), "{text}");
 }
 
-#[tokio::test]
-async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
-    let up = Upstream::start().await;
-    let gw = Gateway::start(&basic_config(up.addr(), "")).await;
-    let doc = fetch_doc(&gw).await;
-
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3."),
-        "{}",
-        doc["openapi"]
-    );
-    assert_eq!(doc["info"]["title"], "Sentinel");
-    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-
+/// Every endpoint of SPEC sections 2-4 with exactly its methods, each a complete operation,
+/// and every `$ref` resolving.
+fn assert_every_endpoint(doc: &Value) {
     // Every endpoint with its methods, each a complete operation.
     let mut operation_ids = BTreeSet::new();
     for (path, methods) in ENDPOINTS {
@@ -347,7 +340,7 @@ async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
             assert!(!op["tags"].as_array().unwrap().is_empty());
             for (status, response) in op["responses"].as_object().unwrap() {
                 let response = match response.get("$ref") {
-                    Some(r) => resolve(&doc, r.as_str().unwrap()),
+                    Some(r) => resolve(doc, r.as_str().unwrap()),
                     None => response,
                 };
                 assert!(
@@ -372,9 +365,12 @@ async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
 
     // Every $ref resolves within the document.
     let mut refs = 0;
-    walk_refs(&doc, &doc, &mut refs);
+    walk_refs(doc, doc, &mut refs);
     assert!(refs > 50, "{refs} refs");
+}
 
+/// Security schemes: tenant bearer, `x-api-key`, admin bearer; public routes need none.
+fn assert_security(doc: &Value) {
     // Security: tenant bearer, x-api-key, admin bearer; public routes need none.
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["tenant_bearer"]["scheme"], "bearer");
@@ -400,7 +396,11 @@ async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
         doc["paths"]["/admin/keys/{key_id}"]["delete"]["security"],
         json!([{"admin_bearer": []}])
     );
+}
 
+/// Chat answers JSON and SSE with the documented headers; usage and audit take their query
+/// parameters.
+fn assert_chat_and_queries(doc: &Value) {
     // Chat: JSON and SSE answers, the chunk schema, request headers, response headers.
     let chat = &doc["paths"]["/v1/chat/completions"]["post"];
     let ok = &chat["responses"]["200"];
@@ -429,7 +429,7 @@ async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
     ] {
         assert!(chat["responses"][status].is_object(), "chat lacks {status}");
     }
-    let too_many = resolve(&doc, chat["responses"]["429"]["$ref"].as_str().unwrap());
+    let too_many = resolve(doc, chat["responses"]["429"]["$ref"].as_str().unwrap());
     assert!(too_many["headers"]["retry-after"].is_object());
 
     // Query parameters of usage and audit.
@@ -443,40 +443,57 @@ async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
     ] {
         assert!(audit_params.contains(name), "/v1/audit lacks ?{name}");
     }
+}
 
+/// The audit record has every SPEC field, tenants their overrides, errors OpenAI's shape.
+fn assert_shapes(doc: &Value) {
     // Shapes: the audit record has every SPEC field, tenants their overrides, errors OpenAI's.
-    let audit = property_names(&doc, "AuditRecord");
+    let audit = property_names(doc, "AuditRecord");
     for field in AUDIT_FIELDS {
         assert!(audit.contains(*field), "AuditRecord lacks {field}");
     }
-    let tenant = property_names(&doc, "Tenant");
+    let tenant = property_names(doc, "Tenant");
     for field in [
         "id", "name", "models", "limits", "budget", "shield", "cache", "judge",
     ] {
         assert!(tenant.contains(field), "Tenant lacks {field}");
     }
     assert_eq!(
-        property_names(&doc, "ErrorObject"),
+        property_names(doc, "ErrorObject"),
         BTreeSet::from(["message", "type", "code", "param"].map(str::to_owned))
     );
-    assert!(property_names(&doc, "ApiKeyCreated").contains("key"));
-    assert!(!property_names(&doc, "ApiKey").contains("key"));
+    assert!(property_names(doc, "ApiKeyCreated").contains("key"));
+    assert!(!property_names(doc, "ApiKey").contains("key"));
 
     // Examples are there for people to copy.
     let text = doc.to_string();
     assert!(text.matches("\"example").count() >= 20, "too few examples");
-
-    run_openapi_spec_validator(&doc);
 }
 
 #[tokio::test]
-async fn live_answers_match_the_documented_schemas() {
+async fn openapi_json_is_a_valid_openapi_3_document_of_every_endpoint() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&basic_config(up.addr(), "")).await;
     let doc = fetch_doc(&gw).await;
-    let c = client();
-    let admin = client_with_key(ADMIN_KEY);
 
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["title"], "Sentinel");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    assert_every_endpoint(&doc);
+    assert_security(&doc);
+    assert_chat_and_queries(&doc);
+    assert_shapes(&doc);
+    run_openapi_spec_validator(&doc);
+}
+
+/// Chat completions, JSON and SSE: bodies, chunks and headers as documented.
+async fn check_chat(doc: &Value, gw: &Gateway) {
+    let c = client();
     // Chat, JSON.
     let resp = c
         .post(gw.url("/v1/chat/completions"))
@@ -487,9 +504,9 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(assert_headers_documented(&doc, "/v1/chat/completions", "post", &resp) >= 4);
+    assert!(assert_headers_documented(doc, "/v1/chat/completions", "post", &resp) >= 4);
     let body: Value = resp.json().await.unwrap();
-    assert_documented(&doc, "/v1/chat/completions", "post", 200, &body);
+    assert_documented(doc, "/v1/chat/completions", "post", 200, &body);
 
     // Chat, SSE: every event is a documented chunk.
     let resp = c
@@ -507,7 +524,7 @@ async fn live_answers_match_the_documented_schemas() {
         .unwrap()
         .starts_with("text/event-stream"));
     assert!(response_schema(
-        &doc,
+        doc,
         "/v1/chat/completions",
         "post",
         200,
@@ -520,10 +537,14 @@ async fn live_answers_match_the_documented_schemas() {
     for event in &events[..events.len() - 1] {
         let chunk: Value = serde_json::from_str(event).unwrap();
         let mut out = Vec::new();
-        violations(&doc, &chunk_schema, &chunk, "$", &mut out);
+        violations(doc, &chunk_schema, &chunk, "$", &mut out);
         assert!(out.is_empty(), "{}\n{chunk}", out.join("\n"));
     }
+}
 
+/// Embeddings, the model list, and errors in OpenAI's shape under their documented status.
+async fn check_embeddings_models_and_errors(doc: &Value, gw: &Gateway) {
+    let c = client();
     // Embeddings and models.
     let resp = c
         .post(gw.url("/v1/embeddings"))
@@ -532,9 +553,9 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_headers_documented(&doc, "/v1/embeddings", "post", &resp);
+    assert_headers_documented(doc, "/v1/embeddings", "post", &resp);
     assert_documented(
-        &doc,
+        doc,
         "/v1/embeddings",
         "post",
         200,
@@ -548,7 +569,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/v1/models", "get", 200, &models);
+    assert_documented(doc, "/v1/models", "get", 200, &models);
 
     // Errors: OpenAI's shape under the documented status.
     let resp = client_with_key("sk-sntl-not-a-real-key-000000000000000000000000")
@@ -557,7 +578,7 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_documented(&doc, "/v1/models", "get", 401, &resp.json().await.unwrap());
+    assert_documented(doc, "/v1/models", "get", 401, &resp.json().await.unwrap());
     let resp = c
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}))
@@ -565,17 +586,23 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    assert_headers_documented(doc, "/v1/chat/completions", "post", &resp);
     assert_documented(
-        &doc,
+        doc,
         "/v1/chat/completions",
         "post",
         404,
         &resp.json().await.unwrap(),
     );
+}
 
+/// Audit records and usage reports, with the tenant key and the admin key.
+async fn check_accounting(doc: &Value, gw: &Gateway) {
+    let c = client();
+    let admin = client_with_key(ADMIN_KEY);
     // Audit: one record, then the page it is on.
-    let record = wait_record(&c, &gw, "docs-chat-1").await;
-    assert_documented(&doc, "/v1/audit/{request_id}", "get", 200, &record);
+    let record = wait_record(&c, gw, "docs-chat-1").await;
+    assert_documented(doc, "/v1/audit/{request_id}", "get", 200, &record);
     assert_eq!(record["tags"]["team"], "docs");
     let page: Value = c
         .get(gw.url("/v1/audit?limit=5"))
@@ -586,7 +613,7 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert!(!page["data"].as_array().unwrap().is_empty());
-    assert_documented(&doc, "/v1/audit", "get", 200, &page);
+    assert_documented(doc, "/v1/audit", "get", 200, &page);
 
     // Usage, each grouping, with the tenant key and with the admin key.
     for query in ["", "?group_by=model", "?group_by=day", "?group_by=key"] {
@@ -598,7 +625,7 @@ async fn live_answers_match_the_documented_schemas() {
             .json()
             .await
             .unwrap();
-        assert_documented(&doc, "/v1/usage", "get", 200, &report);
+        assert_documented(doc, "/v1/usage", "get", 200, &report);
     }
     let resp = admin
         .get(gw.url("/v1/usage?tenant=test"))
@@ -606,8 +633,13 @@ async fn live_answers_match_the_documented_schemas() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_documented(&doc, "/v1/usage", "get", 200, &resp.json().await.unwrap());
+    assert_documented(doc, "/v1/usage", "get", 200, &resp.json().await.unwrap());
+}
 
+/// Admin: a tenant created with every override, listed, read and changed.
+async fn check_admin_tenants(doc: &Value, gw: &Gateway) {
+    let c = client();
+    let admin = client_with_key(ADMIN_KEY);
     // Admin: the whole life of a tenant and a key.
     let resp = admin
         .post(gw.url("/admin/tenants"))
@@ -622,7 +654,7 @@ async fn live_answers_match_the_documented_schemas() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     assert_documented(
-        &doc,
+        doc,
         "/admin/tenants",
         "post",
         201,
@@ -636,7 +668,7 @@ async fn live_answers_match_the_documented_schemas() {
         .unwrap();
     assert_eq!(resp.status(), 409);
     assert_documented(
-        &doc,
+        doc,
         "/admin/tenants",
         "post",
         409,
@@ -650,7 +682,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/tenants", "get", 200, &list);
+    assert_documented(doc, "/admin/tenants", "get", 200, &list);
     let one: Value = admin
         .get(gw.url("/admin/tenants/docs"))
         .send()
@@ -659,7 +691,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/tenants/{id}", "get", 200, &one);
+    assert_documented(doc, "/admin/tenants/{id}", "get", 200, &one);
     let patched: Value = admin
         .patch(gw.url("/admin/tenants/docs"))
         .json(&json!({"budget": null, "models": []}))
@@ -669,8 +701,13 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/tenants/{id}", "patch", 200, &patched);
+    assert_documented(doc, "/admin/tenants/{id}", "patch", 200, &patched);
     assert!(patched["budget"].is_null());
+}
+
+/// Admin: a key created, listed and revoked, then the tenant deleted.
+async fn check_admin_keys(doc: &Value, gw: &Gateway) {
+    let admin = client_with_key(ADMIN_KEY);
     let resp = admin
         .post(gw.url("/admin/tenants/docs/keys"))
         .json(&json!({"name": "ci", "expires_in": "30d"}))
@@ -679,7 +716,7 @@ async fn live_answers_match_the_documented_schemas() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     let key: Value = resp.json().await.unwrap();
-    assert_documented(&doc, "/admin/tenants/{id}/keys", "post", 201, &key);
+    assert_documented(doc, "/admin/tenants/{id}/keys", "post", 201, &key);
     let keys: Value = admin
         .get(gw.url("/admin/tenants/docs/keys"))
         .send()
@@ -688,7 +725,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/tenants/{id}/keys", "get", 200, &keys);
+    assert_documented(doc, "/admin/tenants/{id}/keys", "get", 200, &keys);
     let key_id = key["id"].as_str().unwrap();
     let revoked: Value = admin
         .delete(gw.url(&format!("/admin/keys/{key_id}")))
@@ -698,7 +735,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/keys/{key_id}", "delete", 200, &revoked);
+    assert_documented(doc, "/admin/keys/{key_id}", "delete", 200, &revoked);
     let deleted: Value = admin
         .delete(gw.url("/admin/tenants/docs"))
         .send()
@@ -707,7 +744,7 @@ async fn live_answers_match_the_documented_schemas() {
         .json()
         .await
         .unwrap();
-    assert_documented(&doc, "/admin/tenants/{id}", "delete", 200, &deleted);
+    assert_documented(doc, "/admin/tenants/{id}", "delete", 200, &deleted);
     let resp = admin
         .get(gw.url("/admin/tenants/docs"))
         .send()
@@ -715,7 +752,7 @@ async fn live_answers_match_the_documented_schemas() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     assert_documented(
-        &doc,
+        doc,
         "/admin/tenants/{id}",
         "get",
         404,
@@ -724,13 +761,16 @@ async fn live_answers_match_the_documented_schemas() {
     let resp = c.get(gw.url("/admin/tenants")).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     assert_documented(
-        &doc,
+        doc,
         "/admin/tenants",
         "get",
         403,
         &resp.json().await.unwrap(),
     );
+}
 
+/// Health probes.
+async fn check_operations(doc: &Value, gw: &Gateway) {
     // Operations.
     for path in ["/health", "/health/ready"] {
         let body: Value = anonymous()
@@ -741,8 +781,21 @@ async fn live_answers_match_the_documented_schemas() {
             .json()
             .await
             .unwrap();
-        assert_documented(&doc, path, "get", 200, &body);
+        assert_documented(doc, path, "get", 200, &body);
     }
+}
+
+#[tokio::test]
+async fn live_answers_match_the_documented_schemas() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&basic_config(up.addr(), "")).await;
+    let doc = fetch_doc(&gw).await;
+    check_chat(&doc, &gw).await;
+    check_embeddings_models_and_errors(&doc, &gw).await;
+    check_accounting(&doc, &gw).await;
+    check_admin_tenants(&doc, &gw).await;
+    check_admin_keys(&doc, &gw).await;
+    check_operations(&doc, &gw).await;
 }
 
 /// `src="..."` and `href="..."` values of an HTML page.
@@ -830,12 +883,10 @@ fn requests_total(metrics: &str, tenant: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test]
-async fn the_dashboard_is_public_and_its_calls_work_with_the_admin_key() {
-    let up = Upstream::start().await;
-    let gw = Gateway::start(&basic_config(up.addr(), "")).await;
+/// The page: public, strict Content-Security-Policy, pointing only at this origin, polling
+/// the documented endpoints.
+async fn check_dashboard_page(gw: &Gateway) {
     let anon = anonymous();
-
     let resp = anon.get(gw.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
@@ -866,41 +917,11 @@ async fn the_dashboard_is_public_and_its_calls_work_with_the_admin_key() {
     for path in ["'/metrics'", "'/health'", "'/admin/tenants'", "'/v1/usage'"] {
         assert!(page.contains(path), "{path}");
     }
+}
 
-    // Some traffic for the numbers.
-    let c = client();
-    for i in 0..3 {
-        let resp = c
-            .post(gw.url("/v1/chat/completions"))
-            .header("x-request-id", format!("dash-{i}"))
-            .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hello"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-    wait_record(&c, &gw, "dash-2").await;
-
-    // Public: metrics (requests per second and judge scores) and health.
-    let metrics = anon
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(requests_total(&metrics, "test") >= 3.0, "{metrics}");
-    let health: Value = anon
-        .get(gw.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["status"], "ok");
-
+/// What the page reads with the admin key: the tenant list, then each tenant's usage this
+/// month and today; a wrong key gets a message in OpenAI's shape.
+async fn check_dashboard_admin_calls(gw: &Gateway) {
     // With the admin key: the tenant list, then each tenant's usage this month and today.
     let admin = client_with_key(ADMIN_KEY);
     let tenants: Value = admin
@@ -962,4 +983,49 @@ async fn the_dashboard_is_public_and_its_calls_work_with_the_admin_key() {
         let body: Value = resp.json().await.unwrap();
         assert!(body["error"]["message"].as_str().is_some(), "{body}");
     }
+}
+
+#[tokio::test]
+async fn the_dashboard_is_public_and_its_calls_work_with_the_admin_key() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&basic_config(up.addr(), "")).await;
+    let anon = anonymous();
+
+    check_dashboard_page(&gw).await;
+
+    // Some traffic for the numbers.
+    let c = client();
+    for i in 0..3 {
+        let resp = c
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-request-id", format!("dash-{i}"))
+            .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hello"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    wait_record(&c, &gw, "dash-2").await;
+
+    // Public: metrics (requests per second and judge scores) and health.
+    let metrics = anon
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(requests_total(&metrics, "test") >= 3.0, "{metrics}");
+    let health: Value = anon
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+
+    check_dashboard_admin_calls(&gw).await;
 }

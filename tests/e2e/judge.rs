@@ -253,3 +253,43 @@ async fn the_sample_rate_is_honoured_per_tenant_within_statistical_bounds() {
     }
     assert_eq!(judged, expected, "exactly the sampled answers were judged");
 }
+
+#[tokio::test]
+async fn a_failing_judge_upstream_is_counted_and_never_reaches_the_client() {
+    let main = Upstream::start().await;
+    let judge = Upstream::start().await;
+    judge
+        .mock
+        .control()
+        .fail_next(100, sentinel::mock_provider::FailKind::Status500);
+    let gw = Gateway::start(&config(main.addr(), judge.addr(), "")).await;
+    let resp = post_chat(
+        &client(),
+        &gw,
+        &json!({"model": "demo", "messages": [{"role": "user", "content": "judge me"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "the client is not affected");
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut metrics = String::new();
+    while Instant::now() < until {
+        metrics = reqwest::get(gw.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("sentinel_judge_failures_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        metrics.contains("sentinel_judge_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(judged_record(&gw, &id, Duration::from_millis(300))
+        .await
+        .is_none());
+}

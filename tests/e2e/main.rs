@@ -26,6 +26,7 @@ mod proxy;
 mod replicas;
 mod replicas_limits;
 mod resilience;
+mod semantic;
 mod shield;
 mod shutdown;
 mod tenancy;
