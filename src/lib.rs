@@ -1,18 +1,22 @@
 //! Sentinel: an OpenAI-compatible LLM gateway.
 //!
-//! The request path, outermost first (assembled in [`server::stack`]):
+//! The request path, outermost first (assembled in [`server::stack`], which documents every
+//! layer and the extensions they insert and read):
 //! 1. [`server`] accepts the connection (TCP_NODELAY, header-read timeout, graceful drain).
-//! 2. [`middleware::request_id`] tags the request with an id and a start time.
-//! 3. [`middleware::parse`] reads the body once, bounded, and parses it once into
-//!    [`openai`] wire types ([`context::ParsedBody`]).
-//! 4. [`proxy`] picks a route ([`proxy::route`]), calls the provider ([`providers`] maps the
-//!    wire format; Anthropic is translated) with retries, fallbacks and a circuit breaker
-//!    ([`proxy::breaker`]), and streams the answer back through an observing body.
-//! 5. [`proxy::record`] records the outcome once per request (metrics today; cost, usage and
-//!    audit hang off the same point).
+//! 2. [`middleware::request_id`], [`middleware::auth`] (keys through the [`tenancy`] cache).
+//! 3. [`middleware::parse`] reads the body once, bounded, into [`openai`] wire types.
+//! 4. [`middleware::admit`] opens the request's [`metering::Ledger`] and applies the tenant's
+//!    [`policy`] (allow-list, `rpm`/`tpm`, budget), reserving tokens and money.
+//! 5. [`middleware::guard`] applies the [`shield`] (redact, block, log).
+//! 6. [`cache::layer`] answers exact and semantic hits, or leaves a fill for the proxy.
+//! 7. [`proxy`] routes, retries, falls back and streams through an observing body; the end of
+//!    every request finishes its ledger: [`tokens`] prices it, the reservations settle, and one
+//!    sealed record goes to the [`audit`] writer (with the usage rollup); sampled answers go
+//!    to the [`judge`].
 //!
-//! Off the request path: [`api`] (models, health, metrics), [`telemetry`] (logs and metric
-//! names), [`tasks`] (the only place that spawns), [`mock_provider`] (the bundled upstream).
+//! Off the request path: [`api`] (models, usage, audit, admin, health, metrics, docs,
+//! dashboard), [`store`] (embedded SQLite or Redis), [`telemetry`], [`tasks`] (the only place
+//! that spawns), [`mock_provider`] (the bundled upstream).
 
 pub mod api;
 pub mod audit;
