@@ -1082,6 +1082,33 @@ async fn tampering_with_the_redis_log_is_detected() {
 
 #[tokio::test]
 async fn a_redis_outage_under_load_loses_no_record() {
+    outage_under_load(Duration::from_secs(2)).await;
+}
+
+/// A longer outage: the spill keeps memory flat (records go to disk, not to memory) and still
+/// nothing is lost.
+#[tokio::test]
+async fn a_long_redis_outage_keeps_memory_bounded_and_loses_no_record() {
+    let growth = outage_under_load(Duration::from_secs(10)).await;
+    assert!(
+        growth < 40.0,
+        "RSS grew by {growth:.1} MB during a 10 s outage under load"
+    );
+}
+
+/// Resident memory of `pid`, MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Redis goes down for `outage` under steady load and comes back; every answered request has
+/// exactly one record afterwards. Returns how much the gateway's RSS grew during the outage.
+async fn outage_under_load(outage: Duration) -> f64 {
     let mut redis = RedisServer::start().await;
     let up = Upstream::start().await;
     let gw = Gateway::start(&basic_config(up.addr(), &redis_store(&redis))).await;
@@ -1096,10 +1123,14 @@ async fn a_redis_outage_under_load_loses_no_record() {
     redis.shutdown_save().await;
     let down_at = Instant::now();
     let answered_before_down = load.count().await;
-    // Keep the traffic going through about two seconds of outage.
-    while down_at.elapsed() < Duration::from_secs(2) {
+    let pid = gw.child.id().expect("running");
+    let rss_at_start = rss_mb(pid);
+    let mut rss_peak = rss_at_start;
+    // Keep the traffic going through the outage.
+    while down_at.elapsed() < outage {
         let n = load.count().await;
         load_reaches(&load, n).await;
+        rss_peak = rss_peak.max(rss_mb(pid));
     }
     assert!(
         load.count().await > answered_before_down + 20,
@@ -1150,6 +1181,7 @@ async fn a_redis_outage_under_load_loses_no_record() {
     );
     let (code, out) = audit_verify(&gw, "test", &[]).await;
     assert_eq!(code, 0, "{out}");
+    rss_peak - rss_at_start
 }
 
 #[tokio::test]
