@@ -58,8 +58,8 @@ fn errors_exit_1_naming_file_key_and_reason() {
             "providers[0].kind",
         ),
         (
-            format!("{VALID}\n[cache.semantic]\nenabled = true\n"),
-            "cache.semantic.enabled",
+            format!("{VALID}\n[cache.semantic]\nthreshold = 7.0\n"),
+            "cache.semantic.threshold",
         ),
         ("[[models]\n".to_owned(), "invalid TOML"),
     ];

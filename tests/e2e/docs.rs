@@ -638,7 +638,6 @@ async fn check_accounting(doc: &Value, gw: &Gateway) {
 
 /// Admin: a tenant created with every override, listed, read and changed.
 async fn check_admin_tenants(doc: &Value, gw: &Gateway) {
-    let c = client();
     let admin = client_with_key(ADMIN_KEY);
     // Admin: the whole life of a tenant and a key.
     let resp = admin
@@ -707,6 +706,7 @@ async fn check_admin_tenants(doc: &Value, gw: &Gateway) {
 
 /// Admin: a key created, listed and revoked, then the tenant deleted.
 async fn check_admin_keys(doc: &Value, gw: &Gateway) {
+    let c = client();
     let admin = client_with_key(ADMIN_KEY);
     let resp = admin
         .post(gw.url("/admin/tenants/docs/keys"))
