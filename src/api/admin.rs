@@ -72,6 +72,16 @@ pub struct LimitsInput {
     pub mode: PolicyMode,
 }
 
+impl LimitsInput {
+    fn into_limits(self) -> Limits {
+        Limits {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            mode: self.mode,
+        }
+    }
+}
+
 /// `budget` of a tenant.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +100,9 @@ pub struct KeyInput {
     pub name: Option<String>,
     #[serde(default)]
     pub expires_in: Option<String>,
+    /// The key's own limits, checked on top of the tenant's.
+    #[serde(default)]
+    pub limits: Option<LimitsInput>,
 }
 
 /// A key as listed (never the secret).
@@ -104,6 +117,8 @@ pub struct KeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -122,6 +137,7 @@ impl KeyView {
             created_at: rfc3339(record.created_at),
             expires_at: record.expires_at.map(rfc3339),
             revoked_at: record.revoked_at.map(rfc3339),
+            limits: (!record.limits.is_unlimited()).then_some(record.limits),
         }
     }
 }
@@ -185,11 +201,7 @@ fn apply(tenant: &mut Tenant, input: TenantInput) -> Result<(), GatewayError> {
         tenant.judge = judge;
     }
     if let Some(limits) = input.limits {
-        tenant.limits = limits.map_or_else(Limits::default, |l| Limits {
-            rpm: l.rpm,
-            tpm: l.tpm,
-            mode: l.mode,
-        });
+        tenant.limits = limits.map_or_else(Limits::default, LimitsInput::into_limits);
     }
     if let Some(name) = input.name {
         tenant.name = name;
@@ -356,7 +368,10 @@ pub async fn create_key(
             ),
         };
         let name = input.name.unwrap_or_else(|| "default".to_owned());
-        let (secret, record) = tenancy::create_key(store.as_ref(), &id, &name, expires_in)
+        let limits = input
+            .limits
+            .map_or_else(Limits::default, LimitsInput::into_limits);
+        let (secret, record) = tenancy::create_key(store.as_ref(), &id, &name, expires_in, limits)
             .await
             .map_err(|e| store_error(&e))?;
         Ok((

@@ -1861,6 +1861,8 @@ pub mod schemas {
         /// A duration such as `30d` or `12h`; absent: never expires.
         #[schema(example = "30d")]
         pub expires_in: Option<String>,
+        /// The key's own limits, checked on top of the tenant's.
+        pub limits: Option<Limits>,
     }
 
     /// A key as listed: never the secret.
@@ -1880,6 +1882,8 @@ pub mod schemas {
         pub expires_at: Option<String>,
         #[schema(required = true)]
         pub revoked_at: Option<String>,
+        /// The key's own limits; absent when it has none.
+        pub limits: Option<Limits>,
     }
 
     /// A new key: the only answer that carries the secret.
@@ -1902,6 +1906,8 @@ pub mod schemas {
         pub expires_at: Option<String>,
         #[schema(required = true)]
         pub revoked_at: Option<String>,
+        /// The key's own limits; absent when it has none.
+        pub limits: Option<Limits>,
     }
 
     /// A tenant's keys.
@@ -2078,7 +2084,7 @@ mod tests {
         let key = sample(
             &doc,
             "KeyCreate",
-            &json!({"name": "ci", "expires_in": "30d"}),
+            &json!({"name": "ci", "expires_in": "30d", "limits": {"rpm": 60}}),
         );
         serde_json::from_value::<crate::api::admin::KeyInput>(key).unwrap();
     }
@@ -2095,6 +2101,11 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             expires_at: None,
             revoked_at: None,
+            limits: Some(crate::store::Limits {
+                rpm: std::num::NonZeroU32::new(60),
+                tpm: std::num::NonZeroU32::new(6000),
+                mode: crate::config::raw::PolicyMode::DryRun,
+            }),
         };
         assert_same(&doc, "ApiKeyCreated", &serde_json::to_value(&view).unwrap());
         view.key = None;

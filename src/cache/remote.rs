@@ -50,6 +50,7 @@ impl GatewayEmbed {
                 tenant: Arc::new(tenant),
                 key_id: Arc::from("cache"),
                 key_prefix: Arc::from("cache"),
+                key_limits: crate::store::Limits::default(),
             }),
         }
     }

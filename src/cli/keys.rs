@@ -23,6 +23,12 @@ pub enum KeysCommand {
         /// e.g. `30d`, `12h`.
         #[arg(long)]
         expires_in: Option<String>,
+        /// The key's own requests per minute (on top of the tenant's).
+        #[arg(long)]
+        rpm: Option<std::num::NonZeroU32>,
+        /// The key's own tokens per minute (on top of the tenant's).
+        #[arg(long)]
+        tpm: Option<std::num::NonZeroU32>,
     },
     /// List a tenant's keys (never the secrets).
     List {
@@ -47,6 +53,8 @@ pub async fn run(
             tenant,
             name,
             expires_in,
+            rpm,
+            tpm,
         } => {
             let expires = expires_in
                 .map(|t| {
@@ -74,8 +82,13 @@ pub async fn run(
                     .await?;
                 writeln!(out, "created tenant {tenant}")?;
             }
+            let limits = crate::store::Limits {
+                rpm,
+                tpm,
+                mode: crate::config::raw::PolicyMode::Enforce,
+            };
             let (secret, record) =
-                tenancy::create_key(store.as_ref(), &tenant, &name, expires).await?;
+                tenancy::create_key(store.as_ref(), &tenant, &name, expires, limits).await?;
             writeln!(
                 out,
                 "id:      {}\ntenant:  {}\nname:    {}\nprefix:  {}",
@@ -94,7 +107,12 @@ pub async fn run(
                     (None, Some(at)) if at <= unix_now() => "expired",
                     _ => "active",
                 };
-                writeln!(out, "{}\t{}\t{}\t{state}", k.id, k.prefix, k.name)?;
+                let limits = [("rpm", k.limits.rpm), ("tpm", k.limits.tpm)]
+                    .iter()
+                    .filter_map(|(name, n)| n.map(|n| format!("{name}={n}")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                writeln!(out, "{}\t{}\t{}\t{state}\t{limits}", k.id, k.prefix, k.name)?;
             }
         }
         KeysCommand::Revoke { key_id } => match store.revoke_key(&key_id, unix_now()).await? {

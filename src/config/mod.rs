@@ -160,6 +160,8 @@ pub struct BootstrapKey {
     pub name: String,
     pub key_env: String,
     pub secret: Secret,
+    /// The key's own limits, on top of the tenant's.
+    pub limits: crate::store::Limits,
 }
 
 /// `[server]`.

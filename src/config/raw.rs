@@ -429,6 +429,9 @@ pub struct RawBudget {
 pub struct RawBootstrapKey {
     pub name: String,
     pub key_env: String,
+    /// The key's own `rpm`/`tpm` (`mode` as for a tenant).
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
 }
 
 /// Per-tenant cache switches (also stored on the tenant record).

@@ -182,17 +182,11 @@ fn tenants(
                     crate::tenancy::key::PresentedKey::parse(&secret).map_err(|e| {
                         problem(&env_key, format!("the key in {} is not a Sentinel key ({e}); mint one with `sentinel keys create`", k.key_env))
                     })?;
-                    Ok::<_, Problem>(BootstrapKey { name: k.name.clone(), key_env: k.key_env.clone(), secret: Secret::new(secret) })
+                    let limits = limits_of(&format!("tenants[{i}].keys[{j}].limits"), k.limits.as_ref())?;
+                    Ok::<_, Problem>(BootstrapKey { name: k.name.clone(), key_env: k.key_env.clone(), secret: Secret::new(secret), limits })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let limits = match &t.limits {
-                None => Limits::default(),
-                Some(l) => Limits {
-                    rpm: positive(&key("limits.rpm"), l.rpm)?,
-                    tpm: positive(&key("limits.tpm"), l.tpm)?,
-                    mode: l.mode,
-                },
-            };
+            let limits = limits_of(&key("limits"), t.limits.as_ref())?;
             let budget = match &t.budget {
                 None => None,
                 Some(b) => {
@@ -552,4 +546,16 @@ fn models(
             })
         })
         .collect()
+}
+
+/// Typed limits of a tenant or key at `at` (`rpm` and `tpm` must be positive).
+fn limits_of(at: &str, raw: Option<&crate::config::raw::RawLimits>) -> Result<Limits, Problem> {
+    Ok(match raw {
+        None => Limits::default(),
+        Some(l) => Limits {
+            rpm: positive(&format!("{at}.rpm"), l.rpm)?,
+            tpm: positive(&format!("{at}.tpm"), l.tpm)?,
+            mode: l.mode,
+        },
+    })
 }

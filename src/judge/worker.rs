@@ -61,6 +61,7 @@ impl Workers {
             tenant: Arc::new(tenant),
             key_id: Arc::from("judge"),
             key_prefix: Arc::from("judge"),
+            key_limits: Limits::default(),
         });
         Arc::new(Self {
             proxy,

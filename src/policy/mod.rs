@@ -1,14 +1,16 @@
 //! Admission: the model allow-list, rate limits (`rpm`, `tpm`) and budgets, checked before a
 //! request may reach the cache or a provider.
 //!
-//! - **Requests per minute** take 1 from a sliding window per tenant.
+//! - **Requests per minute** take 1 from a sliding window per tenant, and per key when the
+//!   key has its own limits (a key's limits narrow its tenant's, never widen them).
 //! - **Tokens per minute** reserve the prompt's tokens (tiktoken) plus the completion cap
 //!   (`max_tokens`, else the room left in the model's `context_window`, else
 //!   [`DEFAULT_COMPLETION_RESERVE`]) and are settled to the real count when the request ends.
 //! - **Budgets** reserve an upper bound of the cost (those token bounds at the dearest
 //!   route's prices) in the current UTC day or month, and settle to the real cost.
 //!
-//! The checks run concurrently, so on Redis they cost one round trip together. A refusal
+//! The checks run concurrently, so on Redis they cost one round trip together (the
+//! multiplexed connection pipelines them). A refusal
 //! gives back what the other checks reserved. `dry_run` policies never refuse: they record a
 //! violation on the audit record and in `sentinel_policy_violations_total`.
 //!
@@ -29,7 +31,7 @@ use crate::config::raw::{BudgetPeriod, PolicyMode};
 use crate::config::Config;
 use crate::context::{ApiRequest, ParsedBody};
 use crate::error::{ErrorCode, GatewayError};
-use crate::store::{Settlement, Store, StoreError, WindowSettle};
+use crate::store::{Limits, Settlement, Store, StoreError, WindowSettle};
 use crate::telemetry::names;
 use crate::tenancy::RequestContext;
 use crate::tokens::pricing::{Price, PricingTable};
@@ -81,10 +83,12 @@ enum Place {
     Local,
 }
 
-/// A token-window reservation.
+/// What a request took from a window: settled to the real tokens when it ends, or given
+/// back whole when another check refuses it.
 #[derive(Debug, Clone)]
-struct TokenHold {
+struct WindowHold {
     scope: String,
+    unit: Unit,
     amount: u64,
     at_ms: u64,
     place: Place,
@@ -99,6 +103,103 @@ struct BudgetHold {
     place: Place,
 }
 
+/// What a window counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Requests,
+    Tokens,
+}
+
+impl Unit {
+    /// The policy name in violations (SPEC: `rpm|tpm`).
+    fn policy(self) -> &'static str {
+        match self {
+            Self::Requests => "rpm",
+            Self::Tokens => "tpm",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// Whose limit a window enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Tenant,
+    Key,
+}
+
+impl Level {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Key => "key",
+        }
+    }
+}
+
+/// One sliding-window check of a request.
+#[derive(Debug)]
+struct WindowCheck {
+    /// Store scope; starts with the tenant id, so a tenant's windows share a Redis slot.
+    scope: String,
+    level: Level,
+    unit: Unit,
+    mode: PolicyMode,
+    limit: u64,
+    amount: u64,
+}
+
+impl WindowCheck {
+    /// The windows a request takes from: its key's first (the most specific refusal wins),
+    /// then its tenant's.
+    fn all(
+        tenant: &str,
+        key_id: &str,
+        tenant_limits: Limits,
+        key_limits: Limits,
+        tokens: u64,
+    ) -> Vec<Self> {
+        let mut checks = Vec::with_capacity(4);
+        for (level, limits) in [(Level::Key, key_limits), (Level::Tenant, tenant_limits)] {
+            let prefix = match level {
+                Level::Tenant => tenant.to_owned(),
+                Level::Key => format!("{tenant}:key:{key_id}"),
+            };
+            for (unit, limit, amount) in [
+                (Unit::Requests, limits.rpm, 1),
+                (Unit::Tokens, limits.tpm, tokens),
+            ] {
+                let Some(limit) = limit else { continue };
+                checks.push(Self {
+                    scope: format!("{prefix}:{}", unit.policy()),
+                    level,
+                    unit,
+                    mode: limits.mode,
+                    limit: u64::from(limit.get()),
+                    amount,
+                });
+            }
+        }
+        checks
+    }
+
+    /// `rate_limited_total{limit}`.
+    fn label(&self) -> &'static str {
+        match (self.level, self.unit) {
+            (Level::Tenant, Unit::Requests) => "rpm",
+            (Level::Tenant, Unit::Tokens) => "tpm",
+            (Level::Key, Unit::Requests) => "key_rpm",
+            (Level::Key, Unit::Tokens) => "key_tpm",
+        }
+    }
+}
+
 /// `x-ratelimit-*` figures for the response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateHeaders {
@@ -108,6 +209,22 @@ pub struct RateHeaders {
     pub remaining_tokens: Option<u64>,
 }
 
+impl RateHeaders {
+    /// Takes a window's figures if they leave less room than the ones noted so far: the
+    /// headers describe the limit the client will hit first.
+    fn note(&mut self, unit: Unit, limit: u64, count: u64) {
+        let remaining = limit.saturating_sub(count);
+        let (limit_slot, remaining_slot) = match unit {
+            Unit::Requests => (&mut self.limit_requests, &mut self.remaining_requests),
+            Unit::Tokens => (&mut self.limit_tokens, &mut self.remaining_tokens),
+        };
+        if remaining_slot.is_none_or(|r| remaining < r) {
+            *limit_slot = Some(limit);
+            *remaining_slot = Some(remaining);
+        }
+    }
+}
+
 /// A request let in: its reservations (settled when it ends), its dry-run violations, the
 /// prompt estimate and the rate-limit figures.
 #[derive(Debug, Default)]
@@ -115,7 +232,7 @@ pub struct Admission {
     pub prompt_estimate: Option<u64>,
     pub violations: Vec<Violation>,
     pub headers: RateHeaders,
-    tpm: Option<TokenHold>,
+    windows: Vec<WindowHold>,
     budget: Option<BudgetHold>,
 }
 
@@ -260,6 +377,18 @@ impl Policy {
         )
     }
 
+    /// Tiktoken's count of the prompt `api` sends.
+    fn prompt_tokens(&self, encoding_model: &str, api: &ApiRequest) -> u64 {
+        match api {
+            ApiRequest::Chat(chat) => self.tokenizer.count_chat_prompt(encoding_model, chat),
+            ApiRequest::Embeddings(e) => e
+                .input_texts()
+                .iter()
+                .map(|t| self.tokenizer.count_text(encoding_model, t))
+                .sum(),
+        }
+    }
+
     /// Checks `caller`'s policies for `body`; reserves what the request may use.
     #[expect(
         clippy::too_many_lines,
@@ -293,26 +422,18 @@ impl Policy {
                 headers: RateHeaders::default(),
             });
         }
-        let limits = tenant.limits;
         let budget = tenant.budget;
         let mut admission = Admission::default();
-        if limits.rpm.is_none() && limits.tpm.is_none() && budget.is_none() {
+        let (tenant_limits, key_limits) = (tenant.limits, caller.key_limits);
+        let any_tpm = tenant_limits.tpm.is_some() || key_limits.tpm.is_some();
+        if tenant_limits.is_unlimited() && key_limits.is_unlimited() && budget.is_none() {
             return Ok(admission);
         }
         let now = now_ms();
-        let enforce_limits = limits.mode == PolicyMode::Enforce;
 
         // Token bounds: only computed when a token limit or a budget needs them.
-        let (prompt, completion_cap) = if limits.tpm.is_some() || budget.is_some() {
-            let encoding_model = bound.encoding_model.as_str();
-            let prompt = match &body.api {
-                ApiRequest::Chat(chat) => self.tokenizer.count_chat_prompt(encoding_model, chat),
-                ApiRequest::Embeddings(e) => e
-                    .input_texts()
-                    .iter()
-                    .map(|t| self.tokenizer.count_text(encoding_model, t))
-                    .sum(),
-            };
+        let (prompt, completion_cap) = if any_tpm || budget.is_some() {
+            let prompt = self.prompt_tokens(&bound.encoding_model, &body.api);
             let cap = match &body.api {
                 ApiRequest::Embeddings(_) => 0,
                 ApiRequest::Chat(chat) => chat.max_output_tokens().map_or_else(
@@ -333,9 +454,9 @@ impl Policy {
         };
 
         let tenant_id = tenant.id.as_str();
-        let rpm_scope = format!("{tenant_id}:rpm");
-        let tpm_scope = format!("{tenant_id}:tpm");
         let tokens = prompt.saturating_add(completion_cap);
+        let windows =
+            WindowCheck::all(tenant_id, &caller.key_id, tenant_limits, key_limits, tokens);
         let period = budget.map(|b| match b.period {
             BudgetPeriod::Day => day_of(now),
             BudgetPeriod::Month => day_of(now)[..7].to_owned(),
@@ -345,21 +466,11 @@ impl Policy {
             .map_or(0, |p| upper_cost(&p, prompt, completion_cap));
         let limit_nano = budget.map_or(0, |b| usd_to_nano(b.limit_usd));
 
-        let rpm_check = async {
-            match limits.rpm {
-                Some(rpm) => Some(self.take(&rpm_scope, u64::from(rpm.get()), 1, now).await),
-                None => None,
-            }
-        };
-        let tpm_check = async {
-            match limits.tpm {
-                Some(tpm) => Some(
-                    self.take(&tpm_scope, u64::from(tpm.get()), tokens, now)
-                        .await,
-                ),
-                None => None,
-            }
-        };
+        let window_checks = futures_util::future::join_all(
+            windows
+                .iter()
+                .map(|w| self.take(&w.scope, w.limit, w.amount, now)),
+        );
         let budget_check = async {
             match (budget, &period) {
                 (Some(b), Some(period)) => Some(
@@ -376,26 +487,44 @@ impl Policy {
                 _ => None,
             }
         };
-        let (rpm, tpm, spend) = tokio::join!(rpm_check, tpm_check, budget_check);
+        let (decisions, spend) = tokio::join!(window_checks, budget_check);
 
-        if let (Some(limit), Some((d, _))) = (limits.rpm, &rpm) {
-            let limit = u64::from(limit.get());
-            admission.headers.limit_requests = Some(limit);
-            admission.headers.remaining_requests = Some(limit.saturating_sub(d.count));
-        }
-        if let (Some(limit), Some((d, place))) = (limits.tpm, &tpm) {
-            let limit = u64::from(limit.get());
-            admission.headers.limit_tokens = Some(limit);
-            admission.headers.remaining_tokens = Some(limit.saturating_sub(d.count));
+        let mut refusal: Option<GatewayError> = None;
+        let mut retry_after_ms = 0;
+        for (check, (d, place)) in windows.into_iter().zip(decisions) {
+            admission.headers.note(check.unit, check.limit, d.count);
             if d.allowed {
-                admission.tpm = Some(TokenHold {
-                    scope: tpm_scope.clone(),
-                    amount: tokens,
+                admission.windows.push(WindowHold {
+                    scope: check.scope.clone(),
+                    unit: check.unit,
+                    amount: check.amount,
                     at_ms: now,
-                    place: *place,
+                    place,
                 });
             }
+            if d.allowed {
+                continue;
+            }
+            if check.mode == PolicyMode::DryRun {
+                admission.violation(tenant_id, check.unit.policy());
+                continue;
+            }
+            metrics::counter!(names::RATE_LIMITED, "tenant" => tenant_id.to_owned(), "limit" => check.label())
+                .increment(1);
+            // The first refusing check names the limit; the client waits for the slowest.
+            retry_after_ms = retry_after_ms.max(d.retry_after_ms.max(1));
+            refusal.get_or_insert_with(|| {
+                GatewayError::new(
+                    ErrorCode::RateLimitExceeded,
+                    format!(
+                        "rate limit reached: {} per minute for this {}; retry after the given time",
+                        check.unit.noun(),
+                        check.level.noun()
+                    ),
+                )
+            });
         }
+        refusal = refusal.map(|e| e.with_retry_after(Duration::from_millis(retry_after_ms)));
         if let (Some(b), Some(period), Some((d, place))) = (budget, &period, &spend) {
             if d.allowed {
                 admission.budget = Some(BudgetHold {
@@ -412,30 +541,7 @@ impl Policy {
             }
         }
 
-        // Refusals, most specific first; everything reserved so far is given back.
-        let mut refusal: Option<GatewayError> = None;
-        for (name, decision) in [("rpm", &rpm), ("tpm", &tpm)] {
-            let Some((d, _)) = decision else { continue };
-            if d.allowed {
-                continue;
-            }
-            if enforce_limits {
-                metrics::counter!(names::RATE_LIMITED, "tenant" => tenant_id.to_owned(), "limit" => name)
-                    .increment(1);
-                if refusal.is_none() {
-                    let unit = if name == "rpm" { "requests" } else { "tokens" };
-                    refusal = Some(
-                        GatewayError::new(
-                            ErrorCode::RateLimitExceeded,
-                            format!("rate limit reached: {unit} per minute for this tenant; retry after the given time"),
-                        )
-                        .with_retry_after(Duration::from_millis(d.retry_after_ms.max(1))),
-                    );
-                }
-            } else {
-                admission.violation(tenant_id, name);
-            }
-        }
+        // A rate limit is named before the budget; everything reserved so far is given back.
         if refusal.is_none() {
             if let (Some(b), Some((d, _))) = (budget, &spend) {
                 if !d.allowed && b.mode == PolicyMode::Enforce {
@@ -460,7 +566,7 @@ impl Policy {
             Some(error) => {
                 let headers = admission.headers;
                 // Nothing was used: release the reservations now.
-                let settlement = self.settle(admission, 0, 0).await;
+                let settlement = self.settle_as(admission, None, 0).await;
                 self.settle_in_store(&settlement, tenant_id, 0).await;
                 Err(Refusal { error, headers })
             }
@@ -471,10 +577,29 @@ impl Policy {
     /// settled here and now; store reservations go into the returned [`Settlement`], written
     /// atomically with the audit record.
     pub async fn settle(&self, admission: Admission, tokens: u64, cost_nano: i64) -> Settlement {
+        self.settle_as(admission, Some(tokens), cost_nano).await
+    }
+
+    /// [`Self::settle`] to `tokens` really used, or, with `None`, a release of everything the
+    /// request took (it was refused, so it used nothing and counts against no window).
+    async fn settle_as(
+        &self,
+        admission: Admission,
+        tokens: Option<u64>,
+        cost_nano: i64,
+    ) -> Settlement {
         let mut settlement = Settlement::default();
-        if let Some(hold) = admission.tpm {
-            let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
-                - i64::try_from(hold.amount).unwrap_or(i64::MAX);
+        for hold in admission.windows {
+            let taken = i64::try_from(hold.amount).unwrap_or(i64::MAX);
+            let delta = match (tokens, hold.unit) {
+                (None, _) => -taken,
+                (Some(used), Unit::Tokens) => i64::try_from(used).unwrap_or(i64::MAX) - taken,
+                // An admitted request keeps its place in the request window.
+                (Some(_), Unit::Requests) => continue,
+            };
+            if delta == 0 {
+                continue;
+            }
             match hold.place {
                 Place::Local => {
                     self.local
@@ -530,7 +655,7 @@ impl Policy {
 impl Admission {
     /// Whether anything was reserved (and must be settled).
     pub fn holds(&self) -> bool {
-        self.tpm.is_some() || self.budget.is_some()
+        self.windows.iter().any(|w| w.unit == Unit::Tokens) || self.budget.is_some()
     }
 
     fn violation(&mut self, tenant: &str, policy: &'static str) {

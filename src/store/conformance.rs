@@ -55,6 +55,16 @@ fn key(id: &str, tenant: &str, hash_byte: u8) -> KeyRecord {
         created_at: 1_700_000_000,
         expires_at: Some(1_800_000_000),
         revoked_at: None,
+        // Odd hashes carry per-key limits, so both the empty and the set form round-trip.
+        limits: if hash_byte % 2 == 1 {
+            Limits {
+                rpm: NonZeroU32::new(7),
+                tpm: NonZeroU32::new(700),
+                mode: PolicyMode::DryRun,
+            }
+        } else {
+            Limits::default()
+        },
     }
 }
 

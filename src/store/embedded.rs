@@ -576,7 +576,49 @@ mod tests {
             created_at: 1_700_000_000,
             expires_at: None,
             revoked_at: None,
+            limits: crate::store::Limits::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_file_is_migrated_in_place_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The keys table and meta row as the first release wrote them.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO meta VALUES ('schema_version', 1), ('change_seq', 3);
+                 CREATE TABLE keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,
+                     prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+                     expires_at INTEGER, revoked_at INTEGER);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO keys VALUES ('key_old', 'cli-t', 'from the cli', 'sk-sntl-wxyz', ?1,
+                     1700000000, NULL, NULL)",
+                [crate::store::hex(&[7; 32])],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.key_by_id("key_old").await.unwrap(),
+            Some(key("key_old", [7; 32])),
+            "an old key reads back with no limits of its own"
+        );
+        let limited = KeyRecord {
+            limits: crate::store::Limits {
+                rpm: std::num::NonZeroU32::new(9),
+                ..crate::store::Limits::default()
+            },
+            ..key("key_old", [7; 32])
+        };
+        store.put_key(&limited).await.unwrap();
+        drop(store);
+        let reopened = EmbeddedStore::open(&path).await.unwrap();
+        assert_eq!(reopened.key_by_id("key_old").await.unwrap(), Some(limited));
     }
 
     #[tokio::test]

@@ -42,6 +42,13 @@ pub struct Limits {
     pub mode: PolicyMode,
 }
 
+impl Limits {
+    /// Whether neither `rpm` nor `tpm` is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none()
+    }
+}
+
 #[expect(
     clippy::trivially_copy_pass_by_ref,
     reason = "serde's skip_serializing_if passes a reference"
@@ -75,6 +82,9 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub revoked_at: Option<i64>,
+    /// The key's own `rpm`/`tpm`, checked in addition to its tenant's.
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
 }
 
 /// Answer of a sliding-window take.

@@ -35,6 +35,8 @@ pub struct RequestContext {
     pub tenant_id: Arc<str>,
     pub key_id: Arc<str>,
     pub key_prefix: Arc<str>,
+    /// The key's own `rpm`/`tpm`, on top of the tenant's.
+    pub key_limits: crate::store::Limits,
 }
 
 impl RequestContext {
@@ -154,6 +156,7 @@ impl Tenancy {
             tenant: Arc::new(tenant),
             key_id: Arc::from(record.id.as_str()),
             key_prefix: Arc::from(record.prefix.as_str()),
+            key_limits: record.limits,
         });
         Ok(Some(Cached {
             context,
@@ -216,9 +219,10 @@ pub async fn create_key(
     tenant: &str,
     name: &str,
     expires_in: Option<Duration>,
+    limits: crate::store::Limits,
 ) -> Result<(crate::config::Secret, KeyRecord), StoreError> {
     let minted = key::generate();
-    let record = record_for(&minted, tenant, name, expires_in);
+    let record = record_for(&minted, tenant, name, expires_in, limits);
     store.put_key(&record).await?;
     Ok((minted.secret, record))
 }
@@ -229,6 +233,7 @@ pub fn record_for(
     tenant: &str,
     name: &str,
     expires_in: Option<Duration>,
+    limits: crate::store::Limits,
 ) -> KeyRecord {
     let now = unix_now();
     KeyRecord {
@@ -241,6 +246,7 @@ pub fn record_for(
         expires_at: expires_in
             .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
         revoked_at: None,
+        limits,
     }
 }
 
@@ -276,7 +282,17 @@ pub async fn bootstrap(
         for bootstrap in &declared.keys {
             let secret = bootstrap.secret.expose();
             match store.key_by_hash(&key::hash(secret)).await? {
-                Some(existing) if existing.tenant == declared.id => {}
+                Some(existing) if existing.tenant == declared.id => {
+                    // Declared limits win, like the tenant's fields; everything else stays.
+                    if existing.limits != bootstrap.limits {
+                        store
+                            .put_key(&KeyRecord {
+                                limits: bootstrap.limits,
+                                ..existing
+                            })
+                            .await?;
+                    }
+                }
                 Some(existing) => {
                     tracing::error!(key_id = %existing.id, tenant = %declared.id, env = %bootstrap.key_env,
                         "a bootstrap key is already registered to another tenant; not reassigned");
@@ -287,6 +303,7 @@ pub async fn bootstrap(
                         &declared.id,
                         &bootstrap.name,
                         None,
+                        bootstrap.limits,
                     );
                     store.put_key(&record).await?;
                     tracing::info!(key_id = %record.id, tenant = %declared.id, "bootstrap key registered");

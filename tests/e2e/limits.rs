@@ -674,3 +674,127 @@ async fn allow_list_and_unknown_model_refusals_consume_no_rpm() {
     assert_rate_limited(post_chat(&client, &gw, &body("same-name")).await).await;
     assert_eq!(up.mock.control().total_calls(), 1);
 }
+
+#[tokio::test]
+async fn key_limits_narrow_their_tenant_and_refusals_count_against_nothing() {
+    let up = Upstream::start().await;
+    let (narrow, wide) = (secret("key-narrow"), secret("key-wide"));
+    let config = basic_config(
+        up.addr(),
+        "\n[[tenants]]\nid = \"shared\"\nlimits = { rpm = 6 }\nkeys = [\n  \
+         { name = \"narrow\", key_env = \"NARROW_KEY\", limits = { rpm = 2 } },\n  \
+         { name = \"wide\", key_env = \"WIDE_KEY\" },\n]\n",
+    );
+    let gw =
+        Gateway::start_with_env(&config, &[("NARROW_KEY", &narrow), ("WIDE_KEY", &wide)]).await;
+    avoid_minute_edge().await;
+
+    // The narrow key: its own window is the tighter one, so the headers describe it.
+    let client = client_with_key(&narrow);
+    for i in 0..2_u64 {
+        let resp = post_chat(&client, &gw, &chat(None)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(header_u64(&resp, "x-ratelimit-limit-requests"), Some(2));
+        assert_eq!(
+            header_u64(&resp, "x-ratelimit-remaining-requests"),
+            Some(1 - i)
+        );
+    }
+    for _ in 0..3 {
+        let resp = post_chat(&client, &gw, &chat(None)).await;
+        assert_eq!(resp.status(), 429);
+        let body: Value = resp.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("for this key"), "{message}");
+    }
+    assert_eq!(up.mock.control().calls("/v1/chat/completions"), 2);
+    assert_eq!(
+        metric(
+            &gw,
+            "sentinel_rate_limited_total",
+            &[("tenant", "shared"), ("limit", "key_rpm")]
+        )
+        .await,
+        3
+    );
+
+    // The refused requests took nothing from the tenant's window: the other key still has
+    // 6 − 2 = 4 requests, then the tenant's own limit refuses it.
+    let client = client_with_key(&wide);
+    for i in 0..4_u64 {
+        let resp = post_chat(&client, &gw, &chat(None)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(header_u64(&resp, "x-ratelimit-limit-requests"), Some(6));
+        assert_eq!(
+            header_u64(&resp, "x-ratelimit-remaining-requests"),
+            Some(3 - i)
+        );
+    }
+    let resp = post_chat(&client, &gw, &chat(None)).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("for this tenant"), "{message}");
+    assert_eq!(up.mock.control().calls("/v1/chat/completions"), 6);
+}
+
+#[tokio::test]
+async fn admin_created_keys_carry_their_own_token_limit() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&basic_config(up.addr(), "")).await;
+    avoid_minute_edge().await;
+    let admin = client_with_key(ADMIN_KEY);
+    let created: Value = admin
+        .post(gw.url("/admin/tenants/test/keys"))
+        .json(&json!({"name": "batch", "limits": {"tpm": 500}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["limits"], json!({"tpm": 500}));
+    let listed: Value = admin
+        .get(gw.url("/admin/tenants/test/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == created["id"])
+        .unwrap();
+    assert_eq!(row["limits"], json!({"tpm": 500}));
+
+    let client = client_with_key(created["key"].as_str().unwrap());
+    // A reservation above the key's minute is refused before the provider is called.
+    let resp = post_chat(&client, &gw, &chat(Some(1000))).await;
+    assert_eq!(header_u64(&resp, "x-ratelimit-limit-tokens"), Some(500));
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tokens per minute for this key"));
+    assert_eq!(up.mock.control().total_calls(), 0);
+    let resp = post_chat(&client, &gw, &chat(Some(100))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header_u64(&resp, "x-ratelimit-remaining-tokens"),
+        Some(500 - (prompt_estimate() + 100))
+    );
+
+    // Bad limits are refused with the OpenAI error shape.
+    let resp = admin
+        .post(gw.url("/admin/tenants/test/keys"))
+        .json(&json!({"limits": {"rpm": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_openai_error(&resp.json().await.unwrap(), "invalid_body");
+}

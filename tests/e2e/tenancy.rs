@@ -320,7 +320,9 @@ async fn cli_manages_keys_while_the_server_runs() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let created = cli(&["keys", "create", "--tenant", "test", "--name", "cli"]);
+    let created = cli(&[
+        "keys", "create", "--tenant", "test", "--name", "cli", "--rpm", "50",
+    ]);
     let secret = created
         .lines()
         .find_map(|l| l.strip_prefix("key:"))
@@ -342,6 +344,20 @@ async fn cli_manages_keys_while_the_server_runs() {
     assert!(
         listed.contains(&key_id) && !listed.contains(&secret),
         "{listed}"
+    );
+    let row = listed.lines().find(|l| l.starts_with(&key_id)).unwrap();
+    assert!(
+        row.ends_with("\tactive\trpm=50"),
+        "the key's own limit is listed: {row}"
+    );
+    // ... and enforced: the gateway reports the key's window (tighter than none).
+    let resp = post_chat(&c, &gw, &chat()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-ratelimit-limit-requests"]
+            .to_str()
+            .unwrap(),
+        "50"
     );
     cli(&["keys", "revoke", &key_id]);
     within(Duration::from_secs(1), || async {

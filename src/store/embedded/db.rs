@@ -22,14 +22,14 @@ use crate::store::{KeyRecord, StoreError, StoreResult, Tenant};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bumped when the schema changes incompatibly; checked at open.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1), ('change_seq', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 2), ('change_seq', 0);
 
 CREATE TABLE IF NOT EXISTS tenants (
     id     TEXT PRIMARY KEY,
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS keys (
     hash       TEXT NOT NULL UNIQUE, -- SHA-256 of the secret, lower-case hex; never the secret
     created_at INTEGER NOT NULL,
     expires_at INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    limits     TEXT                  -- the key's own Limits as JSON; NULL = none (schema 2)
 );
 CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys (tenant, created_at);
 
@@ -265,13 +266,22 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
     tx.execute_batch(SCHEMA).map_err(map_err)?;
-    let version: i64 = tx
+    let mut version: i64 = tx
         .query_row(
             "SELECT value FROM meta WHERE name = 'schema_version'",
             [],
             |r| r.get(0),
         )
         .map_err(map_err)?;
+    if version == 1 {
+        // Schema 1 had no per-key limits.
+        tx.execute_batch(
+            "ALTER TABLE keys ADD COLUMN limits TEXT;
+             UPDATE meta SET value = 2 WHERE name = 'schema_version';",
+        )
+        .map_err(map_err)?;
+        version = 2;
+    }
     if version != SCHEMA_VERSION {
         return Err(StoreError::Corrupt(format!(
             "{} has schema version {version}, this build reads {SCHEMA_VERSION}",
@@ -399,7 +409,7 @@ pub(super) fn delete_tenant(conn: &mut Connection, id: &str, now_unix: i64) -> S
 /// The columns [`key_row`] reads, in its order.
 macro_rules! key_columns {
     () => {
-        "id, tenant, name, prefix, hash, created_at, expires_at, revoked_at"
+        "id, tenant, name, prefix, hash, created_at, expires_at, revoked_at, limits"
     };
 }
 
@@ -413,19 +423,34 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
         revoked_at: r.get(7)?,
+        limits: match r.get_ref(8)?.as_str_or_null()? {
+            None => crate::store::Limits::default(),
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into())
+            })?,
+        },
     })
 }
 
 /// Inserts a key, or replaces the record with the same id (so bootstrapping from the config
 /// is idempotent). A hash already used by another id is refused.
 pub(super) fn put_key(conn: &mut Connection, key: &KeyRecord) -> StoreResult<()> {
+    let limits = if key.limits.is_unlimited() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&key.limits)
+                .map_err(|e| StoreError::Corrupt(format!("key limits: {e}")))?,
+        )
+    };
     let tx = write(conn)?;
     tx.prepare_cached(
-        "INSERT INTO keys (id, tenant, name, prefix, hash, created_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO keys (id, tenant, name, prefix, hash, created_at, expires_at, revoked_at, limits)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name,
              prefix = excluded.prefix, hash = excluded.hash, created_at = excluded.created_at,
-             expires_at = excluded.expires_at, revoked_at = excluded.revoked_at",
+             expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
+             limits = excluded.limits",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -436,7 +461,8 @@ pub(super) fn put_key(conn: &mut Connection, key: &KeyRecord) -> StoreResult<()>
             key.hash.to_ascii_lowercase(),
             key.created_at,
             key.expires_at,
-            key.revoked_at
+            key.revoked_at,
+            limits
         ])
     })
     .map_err(map_err)?;

@@ -89,6 +89,7 @@ async fn writes_publish_the_changed_ids() {
         created_at: 1,
         expires_at: None,
         revoked_at: None,
+        limits: crate::store::Limits::default(),
     };
     store.put_key(&key).await.unwrap();
     assert_eq!(next_change(&mut changes).await, "key_n");
