@@ -15,8 +15,9 @@
 //!    to the [`judge`].
 //!
 //! Off the request path: [`api`] (models, usage, audit, admin, health, metrics, docs,
-//! dashboard), [`store`] (embedded SQLite or Redis), [`telemetry`], [`tasks`] (the only place
-//! that spawns), [`mock_provider`] (the bundled upstream).
+//! dashboard), [`store`] (embedded SQLite or Redis), [`telemetry`], [`otel`] (optional
+//! OpenTelemetry trace export), [`tasks`] (the only place that spawns), [`mock_provider`] (the
+//! bundled upstream).
 
 pub mod api;
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod metering;
 pub mod middleware;
 pub mod mock_provider;
 pub mod openai;
+pub mod otel;
 pub mod policy;
 pub mod providers;
 pub mod proxy;

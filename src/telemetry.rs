@@ -1,4 +1,5 @@
-//! Logs and metrics set-up, and every metric name in one place.
+//! Logs and metrics set-up, and every metric name in one place. Trace export is in
+//! [`crate::otel`].
 //!
 //! Logs are structured `tracing` events on stderr, JSON when `SENTINEL_LOG_FORMAT=json`.
 //! Metrics go to a Prometheus recorder rendered at `/metrics`. Label values are always
@@ -38,6 +39,8 @@ pub mod names {
     pub const JUDGE_FAILURES: &str = "sentinel_judge_failures_total";
     pub const JUDGE_DROPPED: &str = "sentinel_judge_dropped_total";
     pub const JUDGE_LOW_SCORES: &str = "sentinel_judge_low_scores_total";
+    pub const TRACE_SPANS_DROPPED: &str = "sentinel_trace_spans_dropped_total";
+    pub const TRACE_EXPORT_FAILURES: &str = "sentinel_trace_export_failures_total";
 }
 
 /// Upstream error kinds, the bounded values of `upstream_errors_total{kind}`.
@@ -234,6 +237,14 @@ fn describe() {
         names::AUDIT_SPILLED,
         "Audit records written to the local spill file."
     );
+    describe_counter!(
+        names::TRACE_SPANS_DROPPED,
+        "Finished spans dropped because the trace export queue was full."
+    );
+    describe_counter!(
+        names::TRACE_EXPORT_FAILURES,
+        "OTLP trace export requests that failed (their spans are lost)."
+    );
 }
 
 fn register_at_zero(config: &Config) {
@@ -250,6 +261,8 @@ fn register_at_zero(config: &Config) {
     }
     metrics::counter!(names::JUDGE_DROPPED).increment(0);
     metrics::counter!(names::JUDGE_LOW_SCORES).increment(0);
+    metrics::counter!(names::TRACE_SPANS_DROPPED).increment(0);
+    metrics::counter!(names::TRACE_EXPORT_FAILURES).increment(0);
     for op in [
         "key_lookup",
         "change_seq",

@@ -30,12 +30,23 @@ use crate::tenancy::RequestContext;
 #[derive(Debug, Clone)]
 pub struct CacheLayer {
     cache: Arc<Cache>,
+    traced: bool,
 }
 
 impl CacheLayer {
     /// Caches through `cache`.
     pub fn new(cache: Arc<Cache>) -> Self {
-        Self { cache }
+        Self {
+            cache,
+            traced: false,
+        }
+    }
+
+    /// Records a `cache lookup` span under the request's span (trace export on).
+    #[must_use]
+    pub fn traced(mut self, on: bool) -> Self {
+        self.traced = on;
+        self
     }
 }
 
@@ -46,6 +57,7 @@ impl<S> Layer<S> for CacheLayer {
         CacheService {
             inner,
             cache: Arc::clone(&self.cache),
+            traced: self.traced,
         }
     }
 }
@@ -55,6 +67,7 @@ impl<S> Layer<S> for CacheLayer {
 pub struct CacheService<S> {
     inner: S,
     cache: Arc<Cache>,
+    traced: bool,
 }
 
 /// Where a hit came from.
@@ -90,6 +103,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let cache = Arc::clone(&self.cache);
+        let traced = self.traced;
         Box::pin(async move {
             let ext = req.extensions();
             let (
@@ -123,6 +137,7 @@ where
             let model = chat.model.clone();
 
             if mode == Mode::Normal {
+                let span = traced.then(|| lookup_span(slot.as_ref())).flatten();
                 let mut hit = None;
                 if let Some(k) = &exact_key {
                     if settings.exact {
@@ -143,6 +158,9 @@ where
                                 .map(|a| (a, Kind::Semantic));
                         }
                     }
+                }
+                if let Some(span) = span {
+                    end_lookup_span(span, hit.as_ref().map(|(_, kind)| *kind));
                 }
                 if let Some((answer, kind)) = hit {
                     if let Some(resp) = answer_hit(
@@ -178,6 +196,23 @@ where
             Ok(resp)
         })
     }
+}
+
+/// The `cache lookup` span, under the request's span in the ledger.
+fn lookup_span(slot: Option<&LedgerSlot>) -> Option<crate::otel::ChildSpan> {
+    slot?
+        .with(|l| l.span().map(crate::otel::RequestSpan::cache_lookup))
+        .flatten()
+}
+
+fn end_lookup_span(mut span: crate::otel::ChildSpan, hit: Option<Kind>) {
+    use crate::otel::attr;
+    span.set(
+        attr::SENTINEL_CACHE,
+        if hit.is_some() { "hit" } else { "miss" },
+    );
+    span.set(attr::SENTINEL_CACHE_KIND, hit.map_or("miss", Kind::as_str));
+    span.end();
 }
 
 /// Answers a hit: meters it (cost 0, what it saved), records it, builds the response.

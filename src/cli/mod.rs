@@ -67,6 +67,8 @@ pub enum CliError {
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyInitError),
     #[error(transparent)]
+    Trace(#[from] crate::otel::TraceError),
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),

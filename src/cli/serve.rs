@@ -152,15 +152,25 @@ fn accounting(
         .judge
         .clone()
         .map(|judge_config| Judge::new(judge_tx, judge_config));
-    let meter = Arc::new(Meter::new(
-        tokenizer,
-        Arc::clone(&config.pricing),
-        Arc::clone(&policy),
-        AuditSink::new(audit_tx, tasks.clone()),
-        tasks.clone(),
-        config.audit.store_bodies,
-        judge,
-    ));
+    // Trace export (off without `[telemetry] otlp_endpoint`): the meter holds the only tracer,
+    // so the export task flushes and ends when the meter is gone, like the audit writer.
+    let tracer = crate::otel::Tracer::start(
+        &config.telemetry,
+        config.models.iter().map(|m| m.name.clone()),
+        tasks,
+    )?;
+    let meter = Arc::new(
+        Meter::new(
+            tokenizer,
+            Arc::clone(&config.pricing),
+            Arc::clone(&policy),
+            AuditSink::new(audit_tx, tasks.clone()),
+            tasks.clone(),
+            config.audit.store_bodies,
+            judge,
+        )
+        .with_tracer(tracer),
+    );
 
     let proxy = Arc::new(Proxy::new(config, tasks.clone())?);
     if let Some(judge_config) = config.judge.clone() {

@@ -96,7 +96,27 @@ pub struct Config {
     /// The compiled guardrails (detectors and the global policy), built once.
     #[serde(skip)]
     pub guardrails: Arc<crate::shield::rules::Guardrails>,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
     pub demo: DemoConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export, off unless an endpoint is set.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, without a trailing slash; `None`: no export.
+    pub otlp_endpoint: Option<Url>,
+    /// `service.name` on every exported span.
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent: `<otlp_endpoint>/v1/traces`, when export is on.
+    pub fn traces_url(&self) -> Option<String> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|base| format!("{}/v1/traces", base.as_str().trim_end_matches('/')))
+    }
 }
 
 /// `[cache.exact]` and `[cache.semantic]`. `enabled` is the default for tenants, which may

@@ -338,10 +338,23 @@ impl Default for RawAudit {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL (spans go to `<endpoint>/v1/traces`); empty: no
+    /// trace export.
     pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "sentinel".into(),
+        }
+    }
 }
 
 /// A `[pricing."model"]` entry, USD per million tokens.

@@ -137,15 +137,60 @@ fn weighted_routes_need_weights() {
 }
 
 #[test]
-fn unbuilt_features_are_refused_not_ignored() {
-    let extra = "[telemetry]\notlp_endpoint = \"http://otel:4318\"\n";
-    let err = load(&format!("{MINIMAL}\n{extra}"), &[("OPENAI_API_KEY", "k")])
+fn telemetry_is_off_by_default_and_its_endpoint_is_checked() {
+    let cfg = load(MINIMAL, &[("OPENAI_API_KEY", "k")]).unwrap();
+    assert!(cfg.telemetry.otlp_endpoint.is_none());
+    assert_eq!(cfg.telemetry.traces_url(), None);
+    assert_eq!(cfg.telemetry.service_name, "sentinel");
+
+    for (endpoint, traces) in [
+        ("http://otel:4318", "http://otel:4318/v1/traces"),
+        (
+            "https://otel.example.com:4318/",
+            "https://otel.example.com:4318/v1/traces",
+        ),
+        (
+            "http://10.0.0.7:4318/otlp/",
+            "http://10.0.0.7:4318/otlp/v1/traces",
+        ),
+    ] {
+        let text = format!(
+            "{MINIMAL}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nservice_name = \"gw-eu\"\n"
+        );
+        let cfg = load(&text, &[("OPENAI_API_KEY", "k")]).unwrap();
+        assert_eq!(
+            cfg.telemetry.traces_url().as_deref(),
+            Some(traces),
+            "{endpoint}"
+        );
+        assert_eq!(cfg.telemetry.service_name, "gw-eu");
+    }
+
+    for (endpoint, reason) in [
+        ("otel:4318", "http(s) URL"),
+        ("not a url", "not a URL"),
+        ("grpc://otel:4317", "http(s) URL"),
+        ("http://otel:4318/v1/traces", "base URL"),
+        ("http://user:secret@otel:4318", "credentials"),
+        ("http://otel:4318?x=1", "query"),
+    ] {
+        let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n");
+        let err = load(&text, &[("OPENAI_API_KEY", "k")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("telemetry.otlp_endpoint") && err.contains(reason),
+            "{endpoint}: {err}"
+        );
+        if reason == "credentials" {
+            assert!(!err.contains("secret"), "the password is not echoed: {err}");
+        }
+    }
+    let text = format!("{MINIMAL}\n[telemetry]\nservice_name = \" \"\n");
+    let err = load(&text, &[("OPENAI_API_KEY", "k")])
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("telemetry.otlp_endpoint") && err.contains("not available"),
-        "{err}"
-    );
+    assert!(err.contains("telemetry.service_name"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Raw → typed: parse durations, URLs and addresses, resolve secrets, check references, and
-//! refuse features that this build does not provide yet (never accept and ignore them).
+//! Raw → typed: parse durations, URLs and addresses, resolve secrets and check references.
+//! A setting is either honoured or refused, never accepted and ignored.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use super::raw::{self, ProviderKind, RawConfig, StoreBackend, Strategy};
 use super::{
     AuditConfig, BootstrapKey, BreakerConfig, CacheConfig, Config, DemoConfig, EnvSource,
     JudgeConfig, ModelConfig, ProviderConfig, RouteConfig, Secret, ServerConfig, StoreConfig,
-    TenantConfig,
+    TelemetryConfig, TenantConfig,
 };
 
 /// `(key path, reason)` of the first problem found.
@@ -55,7 +55,6 @@ fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, Problem> {
 }
 
 pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, Problem> {
-    reject_unbuilt(raw)?;
     let server = server(&raw.server)?;
     let store = match raw.store.backend {
         StoreBackend::Embedded => StoreConfig::Embedded {
@@ -72,6 +71,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
     let judge = judge(&raw.judge, &models)?;
     let cache = cache(&raw.cache, &models)?;
     let pricing = std::sync::Arc::new(pricing(&raw.pricing)?);
+    let telemetry = telemetry(&raw.telemetry)?;
     let demo = DemoConfig {
         mock_provider: match raw.demo.mock_provider.trim() {
             "" => None,
@@ -90,6 +90,7 @@ pub(super) fn validate(raw: &RawConfig, env: &dyn EnvSource) -> Result<Config, P
         judge,
         shield: raw.shield.clone(),
         guardrails: std::sync::Arc::new(guardrails),
+        telemetry,
         demo,
     })
 }
@@ -129,24 +130,40 @@ fn redis_store(raw: &raw::RawStore) -> Result<StoreConfig, Problem> {
     }
 }
 
-/// Features the contract defines but this build does not implement yet are refused by name,
-/// so a config never silently means less than it says.
-fn reject_unbuilt(raw: &RawConfig) -> Result<(), Problem> {
-    const LATER: &str = "is not available in this build yet";
-    let checks: [(bool, &str, &str); 1] = [(
-        !raw.telemetry.otlp_endpoint.trim().is_empty(),
-        "telemetry.otlp_endpoint",
-        "trace export",
-    )];
-    for (on, key, feature) in checks {
-        if on {
-            return Err(problem(
-                key,
-                format!("{feature} {LATER}; remove this setting"),
-            ));
-        }
+/// `[telemetry]`: the OTLP/HTTP base URL (spans go to `<endpoint>/v1/traces`) and the service
+/// name. An empty endpoint turns export off.
+fn telemetry(raw: &raw::RawTelemetry) -> Result<TelemetryConfig, Problem> {
+    const KEY: &str = "telemetry.otlp_endpoint";
+    const HINT: &str =
+        "expected the collector's OTLP/HTTP base URL, e.g. \"http://otel-collector:4318\"";
+    let service_name = raw.service_name.trim();
+    if service_name.is_empty() {
+        return Err(problem("telemetry.service_name", "must not be empty"));
     }
-    Ok(())
+    let otlp_endpoint = match raw.otlp_endpoint.trim() {
+        "" => None,
+        text => {
+            let url =
+                base_url(KEY, text).map_err(|(key, reason)| (key, format!("{reason}; {HINT}")))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(problem(
+                    KEY,
+                    "must not carry credentials; pass collector headers in OTEL_EXPORTER_OTLP_HEADERS",
+                ));
+            }
+            if url.path().ends_with("/v1/traces") {
+                return Err(problem(
+                    KEY,
+                    format!("`{text}` names the traces path; give the base URL (Sentinel appends /v1/traces)"),
+                ));
+            }
+            Some(url)
+        }
+    };
+    Ok(TelemetryConfig {
+        otlp_endpoint,
+        service_name: service_name.to_owned(),
+    })
 }
 
 fn tenants(

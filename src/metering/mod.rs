@@ -40,6 +40,8 @@ pub struct Meter {
     tasks: Tasks,
     store_bodies: StoreBodies,
     judge: Option<Arc<Judge>>,
+    /// Present only while trace export is on.
+    tracer: Option<crate::otel::Tracer>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -76,7 +78,20 @@ impl Meter {
             tasks,
             store_bodies,
             judge,
+            tracer: None,
         }
+    }
+
+    /// Opens a span per request with `tracer` (trace export on).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<crate::otel::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The tracer, when trace export is on.
+    pub fn tracer(&self) -> Option<&crate::otel::Tracer> {
+        self.tracer.as_ref()
     }
 
     /// The admission service.
@@ -121,6 +136,7 @@ impl Meter {
             cache: "miss",
             raw,
             judge: None,
+            span: None,
             done: false,
         }
     }
@@ -231,6 +247,8 @@ pub struct Ledger {
     raw: Bytes,
     /// Set when the answer is sampled for the judge.
     judge: Option<Question>,
+    /// The request's span, when trace export is on; ended by [`Ledger::finish`].
+    span: Option<crate::otel::RequestSpan>,
     done: bool,
 }
 
@@ -261,6 +279,16 @@ impl Ledger {
     /// Whether the answer's text is needed (the judge sampled it).
     pub fn wants_answer(&self) -> bool {
         self.judge.is_some()
+    }
+
+    /// Attaches the request's span (trace export on); [`Ledger::finish`] ends it.
+    pub fn trace(&mut self, span: crate::otel::RequestSpan) {
+        self.span = Some(span);
+    }
+
+    /// The request's span, when trace export is on.
+    pub fn span(&self) -> Option<&crate::otel::RequestSpan> {
+        self.span.as_ref()
     }
 
     /// The request id.
@@ -347,6 +375,8 @@ impl Ledger {
             .as_ref()
             .map(|a| a.violations.clone())
             .unwrap_or_default();
+        // Kept for the span only (the record takes the original).
+        let error = self.span.as_ref().and_then(|_| f.error.clone());
         let record = AuditRecord {
             request_id: self.request_id.to_string(),
             timestamp: rfc3339_ms(self.ts_ms),
@@ -402,6 +432,9 @@ impl Ledger {
         }
         let tokens = counts.prompt.saturating_add(counts.completion);
         let saved = f.saved_nano;
+        let span = self.span.take();
+        let enqueue = span.as_ref().map(crate::otel::RequestSpan::audit_enqueue);
+        let status = f.status;
         match admission {
             // Reservations to settle: local ones need the (async) local counters.
             Some(admission) if admission.holds() => {
@@ -414,14 +447,32 @@ impl Ledger {
                         saved_nano: saved,
                         settle,
                     });
+                    if let Some(enqueue) = enqueue {
+                        enqueue.end();
+                    }
                 });
             }
-            _ => meter.sink.submit(Outcome {
-                record,
-                cost_nano: cost,
-                saved_nano: saved,
-                settle: crate::store::Settlement::default(),
-            }),
+            _ => {
+                meter.sink.submit(Outcome {
+                    record,
+                    cost_nano: cost,
+                    saved_nano: saved,
+                    settle: crate::store::Settlement::default(),
+                });
+                if let Some(enqueue) = enqueue {
+                    enqueue.end();
+                }
+            }
+        }
+        if let Some(span) = span {
+            let counted = !f.cache_hit && (f.usage.is_some() || estimated);
+            span.end(&crate::otel::RequestEnd {
+                status,
+                provider: f.provider,
+                cache: self.cache,
+                tokens: counted.then_some((counts.prompt, counts.completion)),
+                error: error.as_deref(),
+            });
         }
         Priced {
             counts,
@@ -471,6 +522,7 @@ impl Drop for Ledger {
             cache: self.cache,
             raw: self.raw.clone(),
             judge: None,
+            span: self.span.take(),
             done: false,
         };
         this.finish(Finish {

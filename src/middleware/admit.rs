@@ -4,7 +4,8 @@
 //! answer of a limited tenant, and `retry-after` to a 429.
 //!
 //! Reads `Arc<RequestContext>`, [`ParsedBody`], [`RequestId`], [`RequestStart`] and the
-//! `x-sentinel-tags` header; inserts [`Ledger`].
+//! `x-sentinel-tags` header; inserts [`Ledger`]. With trace export on it also opens the
+//! request's span (parented by an incoming `traceparent`) and puts it in the ledger.
 //!
 //! [`Policy::admit`]: crate::policy::Policy::admit
 
@@ -112,6 +113,27 @@ where
                 tags,
                 body.raw.clone(),
             );
+            if let Some(tracer) = meter.tracer() {
+                let (max_tokens, temperature) = match &body.api {
+                    ApiRequest::Chat(c) => {
+                        (c.max_completion_tokens.or(c.max_tokens), c.temperature)
+                    }
+                    ApiRequest::Embeddings(_) => (None, None),
+                };
+                let span = tracer.request(
+                    req.headers(),
+                    started,
+                    &crate::otel::RequestInfo {
+                        endpoint,
+                        model: body.api.model(),
+                        tenant: &caller.tenant_id,
+                        request_id: ledger.request_id().as_str(),
+                        max_tokens,
+                        temperature,
+                    },
+                );
+                ledger.trace(span);
+            }
             match meter.policy().admit(&caller, body).await {
                 Ok(admission) => {
                     let headers = admission.headers;

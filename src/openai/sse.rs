@@ -162,25 +162,28 @@ impl SseObserver {
 
     /// Inspects complete events; returns them, minus a stripped usage chunk.
     fn pass_events(&mut self, events: Bytes) -> Bytes {
-        let mut strip: Option<(usize, usize)> = None;
+        // Usually no usage chunk, or one; `Vec::new` does not allocate until a push.
+        let mut strip: Vec<(usize, usize)> = Vec::new();
         let mut start = 0;
         while start < events.len() {
             let end = next_event_end(&events[start..]).map_or(events.len(), |e| start + e);
             let event = &events[start..end];
             if self.inspect(event) && self.strip_usage {
-                strip = Some((start, end));
+                strip.push((start, end));
             }
             start = end;
         }
-        match strip {
-            None => events,
-            Some((s, e)) => {
-                let mut out = BytesMut::with_capacity(events.len() - (e - s));
-                out.extend_from_slice(&events[..s]);
-                out.extend_from_slice(&events[e..]);
-                out.freeze()
-            }
+        if strip.is_empty() {
+            return events;
         }
+        let mut out = BytesMut::with_capacity(events.len());
+        let mut kept_from = 0;
+        for (s, e) in strip {
+            out.extend_from_slice(&events[kept_from..s]);
+            kept_from = e;
+        }
+        out.extend_from_slice(&events[kept_from..]);
+        out.freeze()
     }
 
     /// Notes what one event says; returns true if it is a usage-only chunk.

@@ -58,6 +58,15 @@ impl AttemptError {
         }
     }
 
+    /// The upstream's status, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::RateLimited { .. } => Some(429),
+            Self::Status { status } => Some(status.as_u16()),
+            _ => None,
+        }
+    }
+
     /// Whether trying the same provider again can help.
     pub fn retryable(&self) -> bool {
         !matches!(
@@ -91,17 +100,22 @@ pub fn client() -> UpstreamClient {
         .build(https)
 }
 
-/// Sends `body` to `target`, waiting at most `head_timeout` for the response head.
+/// Sends `body` to `target`, waiting at most `head_timeout` for the response head. With a
+/// `span` (trace export on), the request carries a `traceparent` naming it.
 pub async fn send(
     client: &UpstreamClient,
     target: &UpstreamTarget,
     body: Bytes,
     head_timeout: Duration,
+    span: Option<&crate::otel::UpstreamSpan>,
 ) -> Result<http::Response<Incoming>, AttemptError> {
     let mut req = http::Request::new(Full::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = target.uri.clone();
     *req.headers_mut() = target.headers.clone();
+    if let Some(span) = span {
+        span.inject(req.headers_mut());
+    }
     match tokio::time::timeout(head_timeout, client.request(req)).await {
         Err(_) => Err(AttemptError::Timeout),
         Ok(Err(err)) => {

@@ -7,7 +7,7 @@
 //! once its head has been returned, because the client may already have tokens. Client errors
 //! (4xx other than 429) are the provider's verdict on the request: passed through, no retry.
 
-mod attempt;
+pub(crate) mod attempt;
 pub mod breaker;
 pub mod provider;
 pub mod record;
@@ -88,6 +88,13 @@ pub struct RequestMeta {
 struct UsageOnly {
     #[serde(default)]
     usage: Option<Usage>,
+}
+
+/// Minimal view of an answer: the model it names (OpenAI and Anthropic alike).
+#[derive(Deserialize)]
+struct ModelOnly {
+    #[serde(default)]
+    model: Option<String>,
 }
 
 impl Proxy {
@@ -201,6 +208,8 @@ impl Proxy {
             upstream_time: Duration::ZERO,
             inflight: Some(inflight),
             ledger,
+            upstream_span: None,
+            attempts: 0,
         };
         match call.run(deadline).await {
             Ok(resp) => resp,
@@ -241,6 +250,10 @@ struct Call<'a> {
     upstream_time: Duration,
     inflight: Option<InflightGuard>,
     ledger: Option<Ledger>,
+    /// The current attempt's span (trace export on); the answer takes it.
+    upstream_span: Option<crate::otel::UpstreamSpan>,
+    /// Upstream attempts made so far (retries and fallbacks).
+    attempts: u32,
 }
 
 impl Call<'_> {
@@ -273,11 +286,13 @@ impl Call<'_> {
                 };
                 let head_timeout = provider.config.timeout.min(deadline - now);
                 let in_flight = route.latency.start();
+                self.start_attempt(route, target);
                 let result = attempt::send(
                     &self.proxy.client,
                     target,
                     upstream_body.clone(),
                     head_timeout,
+                    self.upstream_span.as_ref(),
                 )
                 .await;
                 let head_at = Instant::now();
@@ -295,9 +310,16 @@ impl Call<'_> {
                     Ok((resp, health)) => {
                         route.latency.observe(head_at - now, head_at);
                         permit.record(health);
+                        // The answer took the span; end it here should a path not have.
+                        if let Some(span) = self.upstream_span.take() {
+                            span.end();
+                        }
                         return Ok(resp);
                     }
                     Err(err) => {
+                        if let Some(span) = self.upstream_span.take() {
+                            span.failed(err.kind(), err.status());
+                        }
                         permit.record(err.health());
                         count_error(provider, &err);
                         tracing::debug!(request_id = %self.meta.id, provider = %provider.name, attempt, error = %err, "upstream attempt failed");
@@ -337,6 +359,21 @@ impl Call<'_> {
         })
     }
 
+    /// Counts an attempt and, with trace export on, opens its `CLIENT` span.
+    fn start_attempt(&mut self, route: &Route, target: &providers::UpstreamTarget) {
+        self.upstream_span = self.ledger.as_ref().and_then(Ledger::span).map(|span| {
+            span.upstream(&crate::otel::UpstreamInfo {
+                endpoint: self.meta.endpoint,
+                kind: route.provider.config.kind,
+                provider: &route.provider.name,
+                model: &route.model,
+                uri: &target.uri,
+                resends: self.attempts,
+            })
+        });
+        self.attempts += 1;
+    }
+
     fn upstream_body(
         &mut self,
         route: &Route,
@@ -373,6 +410,9 @@ impl Call<'_> {
     ) -> Result<(Response, Health), AttemptError> {
         let status = resp.status();
         let kind = route.provider.config.kind;
+        if let Some(span) = &self.upstream_span {
+            span.head(status.as_u16());
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(AttemptError::RateLimited {
                 retry_after: attempt::retry_after(resp.headers()),
@@ -450,6 +490,12 @@ impl Call<'_> {
         let t0 = Instant::now();
         let body = attempt::read_body(resp, max, idle, deadline).await?;
         self.upstream_time += t0.elapsed();
+        // Only for the trace: the model the provider says answered (before any translation).
+        let response_model = self
+            .upstream_span
+            .as_ref()
+            .and_then(|_| serde_json::from_slice::<ModelOnly>(&body).ok())
+            .and_then(|m| m.model);
         let (body, usage) = if kind == ProviderKind::Anthropic {
             let completion = anthropic::from_messages_response(&body, self.body.api.model())
                 .map_err(|e| AttemptError::Protocol(e.to_string()))?;
@@ -488,6 +534,7 @@ impl Call<'_> {
                 error: blocked.map(|_| ErrorCode::ContentBlocked.as_str().to_owned()),
                 answer_text,
                 cacheable: blocked.is_none().then(|| body.clone()),
+                response_model: response_model.as_deref(),
                 ..Ending::default()
             },
         );
@@ -532,6 +579,7 @@ impl Call<'_> {
             inflight: self.inflight.take().unwrap_or_default(),
             ledger: self.ledger.take(),
             fill: self.meta.fill.take(),
+            upstream_span: self.upstream_span.take(),
         }
     }
 }

@@ -132,6 +132,8 @@ pub struct Completion {
     pub ledger: Option<Ledger>,
     /// Where a successful answer is cached, when the cache missed.
     pub fill: Option<Fill>,
+    /// The upstream call's span (trace export on), ended with the answer.
+    pub upstream_span: Option<crate::otel::UpstreamSpan>,
 }
 
 /// How a proxied request ended, beyond its status.
@@ -148,6 +150,8 @@ pub struct Ending<'a> {
     pub answer_text: Option<String>,
     /// The complete `chat.completion` to cache, when the answer may be cached.
     pub cacheable: Option<bytes::Bytes>,
+    /// The model the answer names, when known (for the trace; else the upstream model id).
+    pub response_model: Option<&'a str>,
 }
 
 impl Completion {
@@ -170,6 +174,19 @@ impl Completion {
 
     /// Records the outcome; returns what it cost (when metered).
     pub fn finish(mut self, status: u16, ending: Ending<'_>) -> Option<Priced> {
+        if let Some(span) = self.upstream_span.take() {
+            let model = ending.response_model.unwrap_or(&self.upstream_model);
+            if let Some(request) = self.ledger.as_ref().and_then(Ledger::span) {
+                request.answered_by(span.kind(), model);
+            }
+            let tokens = ending
+                .usage
+                .map(TokenCounts::from)
+                .map(|c| (c.prompt, c.completion));
+            // The client's status: >= 500 here means the answer broke off (499 is the client
+            // leaving, not the upstream failing).
+            span.answered(model, tokens, status >= 500);
+        }
         let priced = self.ledger.take().map(|ledger| {
             ledger.finish(Finish {
                 status,

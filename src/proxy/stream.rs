@@ -92,6 +92,13 @@ impl ProxyStream {
                 )),
                 _ => None,
             };
+            // For the trace only; a translated (Anthropic) stream names the client's model.
+            let response_model = completion
+                .upstream_span
+                .as_ref()
+                .filter(|_| self.translator.is_none())
+                .and(assembled.as_ref())
+                .and_then(|a| a.model.clone());
             let answer_text = assembled.map(|a| a.text);
             completion.finish(
                 status,
@@ -109,6 +116,7 @@ impl ProxyStream {
                     response_body: None,
                     answer_text,
                     cacheable,
+                    response_model: response_model.as_deref(),
                 },
             );
         }
@@ -325,6 +333,7 @@ async fn drain(
             response_body: None,
             answer_text: None,
             cacheable: None,
+            response_model: None,
         },
     );
 }

@@ -17,13 +17,15 @@
 //!    whatever happens next) and applies the tenant's model allow-list (403), `rpm`/`tpm`
 //!    limits and budget (429), reserving tokens and money; adds `x-ratelimit-*` headers.
 //!    Reads `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart`; inserts `Ledger`.
+//!    With trace export on (`[telemetry] otlp_endpoint`), also opens the request's span
+//!    (parented by an incoming `traceparent`) inside the `Ledger`, which ends it.
 //! 7. `GuardLayer` (chat) — the tenant's shield: redacts PII in the parsed body (before the
 //!    cache and the provider see it), blocks with 400 `content_blocked`, records findings on
 //!    the `Ledger`; inserts `ResponseGuard` when answers are checked too.
 //! 8. `CacheLayer` (chat) — the tenant's exact and semantic cache, keyed on the redacted
 //!    request: a hit is answered here (JSON, or replayed as SSE) and finishes the `Ledger`
 //!    at cost 0 with what it saved; a miss inserts `Fill`, which the proxy uses to store the
-//!    complete, successful answer.
+//!    complete, successful answer. With trace export on, the lookup is a `cache lookup` span.
 //! 9. handler → [`Proxy::handle`] — routes, retries, falls back, streams; reads
 //!    `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart` and takes the `Ledger`,
 //!    which it finishes with the usage when the answer (or stream) ends.
@@ -74,7 +76,10 @@ pub fn app(state: &AppState) -> Router {
         .route(
             routes::CHAT_COMPLETIONS,
             post(api::proxy::chat_completions)
-                .layer(CacheLayer::new(Arc::clone(&state.cache)))
+                .layer(
+                    CacheLayer::new(Arc::clone(&state.cache))
+                        .traced(state.meter.tracer().is_some()),
+                )
                 .layer(GuardLayer::new(Arc::clone(&state.config.guardrails)))
                 .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
                 .layer(

@@ -526,9 +526,24 @@ async fn usage_totals_and_breakdowns_equal_the_audit_records_after_a_mixed_run()
 }
 
 #[tokio::test]
-async fn usage_of_another_tenant_needs_the_admin_key() {
+async fn usage_of_another_tenant_needs_the_admin_key_embedded() {
+    usage_ownership("").await;
+}
+
+#[tokio::test]
+async fn usage_of_another_tenant_needs_the_admin_key_redis() {
+    let redis = crate::support::redis::RedisServer::start().await;
+    usage_ownership(&crate::audit_log::redis_store(&redis)).await;
+}
+
+/// Usage is per tenant on `store` (a `[store]` section, empty for the embedded default).
+async fn usage_ownership(store: &str) {
     let up = Upstream::start().await;
-    let gw = Gateway::start_with_env(&two_tenant_config(up.addr(), PRICES), &[OTHER_ENV]).await;
+    let gw = Gateway::start_with_env(
+        &two_tenant_config(up.addr(), &format!("{store}{PRICES}")),
+        &[OTHER_ENV],
+    )
+    .await;
     let (mine, theirs) = (client(), client_with_key(OTHER_KEY));
     let admin = client_with_key(ADMIN_KEY);
     assert_eq!(

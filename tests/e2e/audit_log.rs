@@ -753,9 +753,21 @@ async fn pagination_has_no_duplicates_or_gaps_while_requests_keep_arriving_redis
 // === one record, one tenant ===
 
 #[tokio::test]
-async fn a_record_is_found_by_its_tenant_and_the_admin_only() {
+async fn a_record_is_found_by_its_tenant_and_the_admin_only_embedded() {
+    record_ownership("").await;
+}
+
+#[tokio::test]
+async fn a_record_is_found_by_its_tenant_and_the_admin_only_redis() {
+    let redis = RedisServer::start().await;
+    record_ownership(&redis_store(&redis)).await;
+}
+
+/// Records, and the keys behind them, belong to one tenant: on `store` (a `[store]` section,
+/// empty for the embedded default).
+async fn record_ownership(store: &str) {
     let up = Upstream::start().await;
-    let gw = Gateway::start_with_env(&two_tenant_config(up.addr(), ""), &[OTHER_ENV]).await;
+    let gw = Gateway::start_with_env(&two_tenant_config(up.addr(), store), &[OTHER_ENV]).await;
     let (mine, theirs) = (client(), client_with_key(OTHER_KEY));
     let admin = client_with_key(ADMIN_KEY);
     let resp = mine
@@ -815,6 +827,29 @@ async fn a_record_is_found_by_its_tenant_and_the_admin_only() {
     assert_eq!(status, 404, "{body}");
     let listed = all_records(&admin, &gw, &[("tenant", "other")]).await;
     assert_eq!(ids(&listed), [their_id]);
+    // Keys: a tenant key opens no admin route, not even for its own tenant.
+    let (status, body) = get_json(&theirs, &gw, "/admin/tenants/test/keys", &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert_openai_error(&body, "admin_required");
+    for (method, path) in [
+        (reqwest::Method::GET, "/admin/tenants/other/keys"),
+        (reqwest::Method::POST, "/admin/tenants/other/keys"),
+        (reqwest::Method::GET, "/admin/tenants"),
+        (reqwest::Method::DELETE, "/admin/keys/key_anything"),
+    ] {
+        let resp = theirs
+            .request(method.clone(), gw.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path}");
+    }
+    let (_, keys) = get_json(&admin, &gw, "/admin/tenants/other/keys", &[]).await;
+    assert!(keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["tenant"] == "other"));
 }
 
 // === tamper detection ===
