@@ -433,6 +433,7 @@ impl Policy {
 
         // Token bounds: only computed when a token limit or a budget needs them.
         let (prompt, completion_cap) = if any_tpm || budget.is_some() {
+            self.tokenizer.prepare(&bound.encoding_model).await;
             let prompt = self.prompt_tokens(&bound.encoding_model, &body.api);
             let cap = match &body.api {
                 ApiRequest::Embeddings(_) => 0,

@@ -550,3 +550,23 @@ fn usd_formats_exactly() {
     assert!((usd_f64(1234) - 0.000_001_234).abs() < f64::EPSILON);
     assert!((usd_f64(1_500_000_000) - 1.5).abs() < f64::EPSILON);
 }
+
+#[tokio::test]
+async fn tables_are_built_on_first_use_and_only_the_needed_one() {
+    let tok = Tokenizer::new(Vec::new());
+    let before = format!("{tok:?}");
+    assert!(
+        before.contains("o200k_built: false") && before.contains("cl100k_built: false"),
+        "{before}"
+    );
+    tok.prepare("gpt-4o").await;
+    let after = format!("{tok:?}");
+    assert!(
+        after.contains("o200k_built: true") && after.contains("cl100k_built: false"),
+        "{after}"
+    );
+    // Clones share the built table.
+    let clone = tok.clone();
+    assert!(format!("{clone:?}").contains("o200k_built: true"));
+    assert_eq!(clone.count_text("gpt-4o", "hello world"), 2);
+}

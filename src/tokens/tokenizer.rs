@@ -1,9 +1,13 @@
 //! Local token counting with OpenAI's BPE encodings (tiktoken-rs), for when the upstream sends
 //! no `usage` block and for budget reservations before the call.
 //!
-//! Both encodings are built once, eagerly, when the [`Tokenizer`] is created: building a BPE
-//! table takes long enough that doing it on the request path would stall an async worker. After
-//! that the tokenizer is immutable and cheap to clone (two `Arc`s and the override list).
+//! Each encoding's table is built once, on first use: they are large (about 48 MB resident for
+//! `o200k_base`, 25 MB for `cl100k_base`), and a gateway whose tenants have no token limits or
+//! budgets and whose upstreams report usage never needs them. Building one takes long enough
+//! that it must not run on an async worker, so async callers [`Tokenizer::prepare`] the
+//! encoding on the blocking pool first; the rare synchronous caller (an upstream that sent no
+//! usage) builds it in place once. The tokenizer is cheap to clone (two `Arc`s and the
+//! override list).
 //!
 //! Counts match Python tiktoken's `encode(text, disallowed_special=())` exactly: text that
 //! looks like a special token (`<|endoftext|>`) is encoded as plain text, as a client's message
@@ -54,36 +58,74 @@ impl fmt::Display for Encoding {
 /// Counts tokens the way OpenAI's models see them. Build one at start-up and share it.
 #[derive(Clone)]
 pub struct Tokenizer {
-    // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
-    // a bug in the dependency; counting then falls back to an estimate instead of failing
-    // requests (see `count_with`).
-    o200k: Option<Arc<CoreBPE>>,
-    cl100k: Option<Arc<CoreBPE>>,
+    o200k: Arc<LazyBpe>,
+    cl100k: Arc<LazyBpe>,
     overrides: Overrides,
 }
 
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokenizer")
-            .field("o200k_loaded", &self.o200k.is_some())
-            .field("cl100k_loaded", &self.cl100k.is_some())
+            .field("o200k_built", &self.o200k.is_built())
+            .field("cl100k_built", &self.cl100k.is_built())
             .field("overrides", &self.overrides)
             .finish()
+    }
+}
+
+/// One encoding's table, built on first use.
+struct LazyBpe {
+    // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
+    // a bug in the dependency; counting then falls back to an estimate instead of failing
+    // requests (see `count_with`).
+    table: OnceLock<Option<CoreBPE>>,
+    build: fn() -> Option<CoreBPE>,
+}
+
+impl LazyBpe {
+    fn new(build: fn() -> Option<CoreBPE>) -> Arc<Self> {
+        Arc::new(Self {
+            table: OnceLock::new(),
+            build,
+        })
+    }
+
+    /// The table, building it now if nobody has (blocks this thread for a few hundred ms once).
+    fn get(&self) -> Option<&CoreBPE> {
+        self.table.get_or_init(self.build).as_ref()
+    }
+
+    fn is_built(&self) -> bool {
+        self.table.get().is_some()
     }
 }
 
 // === impl Tokenizer ===
 
 impl Tokenizer {
-    /// Builds both encoders (a start-up cost paid once) with per-model encoding overrides.
+    /// A tokenizer with per-model encoding overrides; the tables are built on first use.
     ///
     /// An override key is an exact model name, or a prefix ending in `*` (`"my-ft-*"`). Exact
     /// names win over prefixes, and the longest prefix wins among prefixes.
     pub fn new(overrides: Vec<(String, Encoding)>) -> Self {
         Self {
-            o200k: tiktoken_rs::o200k_base().ok().map(Arc::new),
-            cl100k: tiktoken_rs::cl100k_base().ok().map(Arc::new),
+            o200k: LazyBpe::new(|| tiktoken_rs::o200k_base().ok()),
+            cl100k: LazyBpe::new(|| tiktoken_rs::cl100k_base().ok()),
             overrides: Overrides::new(overrides),
+        }
+    }
+
+    /// Builds `model`'s encoding on the blocking pool if it is not built yet, so the counts
+    /// that follow on this async task do not stall its worker.
+    pub async fn prepare(&self, model: &str) {
+        let table = Arc::clone(self.table(self.encoding_for(model)));
+        if !table.is_built() {
+            // A failed join means the build panicked; counting then builds (or estimates) in
+            // place, as a synchronous caller would.
+            let _ = tokio::task::spawn_blocking(move || {
+                table.get();
+            })
+            .await;
         }
     }
 
@@ -94,9 +136,10 @@ impl Tokenizer {
         GLOBAL.get_or_init(|| Tokenizer::new(Vec::new()))
     }
 
-    /// Whether both encodings were built, i.e. counts are exact rather than estimated.
+    /// Whether both encodings can be built, i.e. counts are exact rather than estimated
+    /// (builds them).
     pub fn is_exact(&self) -> bool {
-        self.o200k.is_some() && self.cl100k.is_some()
+        self.o200k.get().is_some() && self.cl100k.get().is_some()
     }
 
     /// The encoding `model` uses: an override if one matches, else OpenAI's published mapping,
@@ -148,11 +191,15 @@ impl Tokenizer {
         self.count_text(model, text)
     }
 
-    fn bpe(&self, encoding: Encoding) -> Option<&CoreBPE> {
+    fn table(&self, encoding: Encoding) -> &Arc<LazyBpe> {
         match encoding {
-            Encoding::O200kBase => self.o200k.as_deref(),
-            Encoding::Cl100kBase => self.cl100k.as_deref(),
+            Encoding::O200kBase => &self.o200k,
+            Encoding::Cl100kBase => &self.cl100k,
         }
+    }
+
+    fn bpe(&self, encoding: Encoding) -> Option<&CoreBPE> {
+        self.table(encoding).get()
     }
 }
 
