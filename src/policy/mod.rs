@@ -9,8 +9,8 @@
 //! - **Budgets** reserve an upper bound of the cost (those token bounds at the dearest
 //!   route's prices) in the current UTC day or month, and settle to the real cost.
 //!
-//! The checks run concurrently, so on Redis they cost one round trip together (the
-//! multiplexed connection pipelines them). A refusal
+//! The checks are one store step ([`crate::store::CounterStore::admit`]): on Redis one script
+//! and one round trip for all of them. A refusal
 //! gives back what the other checks reserved. `dry_run` policies never refuse: they record a
 //! violation on the audit record and in `sentinel_policy_violations_total`.
 //!
@@ -31,7 +31,10 @@ use crate::config::raw::{BudgetPeriod, PolicyMode};
 use crate::config::Config;
 use crate::context::{ApiRequest, ParsedBody};
 use crate::error::{ErrorCode, GatewayError};
-use crate::store::{Limits, Settlement, Store, StoreError, WindowSettle};
+use crate::store::{
+    BudgetDecision, BudgetReserve, Limits, Settlement, Store, StoreError, WindowDecision,
+    WindowSettle, WindowTake,
+};
 use crate::telemetry::names;
 use crate::tenancy::RequestContext;
 use crate::tokens::pricing::{Price, PricingTable};
@@ -318,63 +321,51 @@ impl Policy {
         }
     }
 
-    async fn take(
+    /// Every window take and the budget reservation of one request: one store step (one
+    /// round trip and one script on Redis), or this replica's own counters while the store is
+    /// failing.
+    async fn check(
         &self,
-        scope: &str,
-        limit: u64,
-        amount: u64,
+        takes: &[WindowTake],
+        budget: Option<&BudgetReserve>,
         now: u64,
-    ) -> (crate::store::WindowDecision, Place) {
+    ) -> (
+        Vec<(WindowDecision, Place)>,
+        Option<(BudgetDecision, Place)>,
+    ) {
         if self.store_usable(now) {
-            match self
-                .store
-                .window_take(scope, limit, MINUTE, amount, now)
-                .await
-            {
-                Ok(d) => {
+            match self.store.admit(takes, MINUTE, budget, now).await {
+                Ok((decisions, spend)) => {
                     self.store_ok();
-                    return (d, Place::Store);
+                    if let (Some(b), Some(d)) = (budget, &spend) {
+                        self.local.note_spent(&b.tenant, &b.period, d.spent);
+                    }
+                    return (
+                        decisions.into_iter().map(|d| (d, Place::Store)).collect(),
+                        spend.map(|d| (d, Place::Store)),
+                    );
                 }
-                Err(e) => self.store_failed("limits", &e, now),
+                Err(e) => self.store_failed("admission", &e, now),
             }
         }
-        (
-            self.local
-                .window_take(scope, limit, MINUTE, amount, now)
-                .await,
-            Place::Local,
-        )
-    }
-
-    async fn reserve(
-        &self,
-        tenant: &str,
-        period: &str,
-        amount: i64,
-        limit: i64,
-        enforce: bool,
-        now: u64,
-    ) -> (crate::store::BudgetDecision, Place) {
-        if self.store_usable(now) {
-            match self
-                .store
-                .budget_reserve(tenant, period, amount, limit, enforce)
-                .await
-            {
-                Ok(d) => {
-                    self.store_ok();
-                    self.local.note_spent(tenant, period, d.spent);
-                    return (d, Place::Store);
-                }
-                Err(e) => self.store_failed("budget", &e, now),
-            }
+        let mut decisions = Vec::with_capacity(takes.len());
+        for t in takes {
+            let d = self
+                .local
+                .window_take(&t.scope, t.limit, MINUTE, t.amount, now)
+                .await;
+            decisions.push((d, Place::Local));
         }
-        (
-            self.local
-                .budget_reserve(tenant, period, amount, limit, enforce)
-                .await,
-            Place::Local,
-        )
+        let spend = match budget {
+            Some(b) => Some((
+                self.local
+                    .budget_reserve(&b.tenant, &b.period, b.amount, b.limit, b.enforce)
+                    .await,
+                Place::Local,
+            )),
+            None => None,
+        };
+        (decisions, spend)
     }
 
     /// Tiktoken's count of the prompt `api` sends.
@@ -467,28 +458,25 @@ impl Policy {
             .map_or(0, |p| upper_cost(&p, prompt, completion_cap));
         let limit_nano = budget.map_or(0, |b| usd_to_nano(b.limit_usd));
 
-        let window_checks = futures_util::future::join_all(
-            windows
-                .iter()
-                .map(|w| self.take(&w.scope, w.limit, w.amount, now)),
-        );
-        let budget_check = async {
-            match (budget, &period) {
-                (Some(b), Some(period)) => Some(
-                    self.reserve(
-                        tenant_id,
-                        period,
-                        cost_bound,
-                        limit_nano,
-                        b.mode == PolicyMode::Enforce,
-                        now,
-                    )
-                    .await,
-                ),
-                _ => None,
-            }
+        let takes: Vec<WindowTake> = windows
+            .iter()
+            .map(|w| WindowTake {
+                scope: w.scope.clone(),
+                limit: w.limit,
+                amount: w.amount,
+            })
+            .collect();
+        let reserve = match (budget, &period) {
+            (Some(b), Some(period)) => Some(BudgetReserve {
+                tenant: tenant_id.to_owned(),
+                period: period.clone(),
+                amount: cost_bound,
+                limit: limit_nano,
+                enforce: b.mode == PolicyMode::Enforce,
+            }),
+            _ => None,
         };
-        let (decisions, spend) = tokio::join!(window_checks, budget_check);
+        let (decisions, spend) = self.check(&takes, reserve.as_ref(), now).await;
 
         let mut refusal: Option<GatewayError> = None;
         let mut retry_after_ms = 0;

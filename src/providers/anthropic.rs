@@ -894,6 +894,8 @@ pub struct StreamTranslator {
     next_tool_index: u32,
     raw_usage: AnthropicUsage,
     usage: Option<Usage>,
+    /// An error found after some output of the same `push`: returned by the next call.
+    unreported: Option<TranslateError>,
 }
 
 impl StreamTranslator {
@@ -914,13 +916,18 @@ impl StreamTranslator {
             next_tool_index: 0,
             raw_usage: AnthropicUsage::default(),
             usage: None,
+            unreported: None,
         }
     }
 
     /// Feeds raw upstream bytes, split anywhere. Returns the OpenAI SSE bytes to send now
     /// (possibly empty). An `Err` means the upstream sent something malformed; it is
-    /// returned once, later input is ignored and [`finish`](Self::finish) returns it again.
+    /// returned once (by the next call, when the same input translated to some output before
+    /// it), later input is ignored and [`finish`](Self::finish) returns it again.
     pub fn push(&mut self, input: &[u8]) -> Result<Bytes, TranslateError> {
+        if let Some(e) = self.unreported.take() {
+            return Err(e);
+        }
         let mut out = BytesMut::new();
         let mut rest = input;
         while matches!(self.phase, Phase::Streaming) {
@@ -931,7 +938,14 @@ impl StreamTranslator {
             };
             if let Err(e) = handled {
                 self.phase = Phase::Failed(e.clone());
-                return Err(e);
+                if out.is_empty() {
+                    return Err(e);
+                }
+                // The events translated before the malformed one go out first, so the client
+                // sees the same stream however the upstream's bytes were split; the error
+                // follows on the next call.
+                self.unreported = Some(e);
+                break;
             }
         }
         Ok(out.freeze())

@@ -5,8 +5,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::{
-    AuditQuery, Budget, KeyRecord, Limits, Outcome, Settlement, Store, Tenant, UsageGrain,
-    WindowSettle,
+    AuditQuery, Budget, BudgetReserve, KeyRecord, Limits, Outcome, Settlement, Store, Tenant,
+    UsageGrain, WindowSettle, WindowTake,
 };
 use crate::config::raw::{BudgetPeriod, PolicyMode};
 
@@ -17,6 +17,7 @@ pub async fn run_all<S: Store>(store: &S) {
     windows(store).await;
     window_adjust(store).await;
     budgets(store).await;
+    combined_admission(store).await;
     concurrent_takes_are_atomic(store).await;
     audit_outcomes(store).await;
     audit_pages(store).await;
@@ -267,6 +268,85 @@ async fn budgets<S: Store>(s: &S) {
     // Settling more than was reserved floors the reservation at zero.
     s.budget_settle("b-t", "2026-11", 99_999, 10).await.unwrap();
     assert_eq!(s.budget_state("b-t", "2026-11").await.unwrap(), (260, 0));
+}
+
+/// `admit` decides every window and the budget exactly as the separate methods do, in one
+/// step, and leaves the same state behind.
+async fn combined_admission<S: Store>(s: &S) {
+    let minute = Duration::from_secs(60);
+    let now = 1_700_000_010_000_u64;
+    let takes = |tokens: u64| {
+        vec![
+            WindowTake {
+                scope: "adm-t:key:k1:rpm".into(),
+                limit: 2,
+                amount: 1,
+            },
+            WindowTake {
+                scope: "adm-t:rpm".into(),
+                limit: 5,
+                amount: 1,
+            },
+            WindowTake {
+                scope: "adm-t:tpm".into(),
+                limit: 100,
+                amount: tokens,
+            },
+        ]
+    };
+    let budget = |amount: i64| BudgetReserve {
+        tenant: "adm-t".into(),
+        period: "2026-11-28".into(),
+        amount,
+        limit: 1_000,
+        enforce: true,
+    };
+    let (d, spend) = s
+        .admit(&takes(60), minute, Some(&budget(600)), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        d.iter().map(|d| (d.allowed, d.count)).collect::<Vec<_>>(),
+        [(true, 1), (true, 1), (true, 60)]
+    );
+    let spend = spend.unwrap();
+    assert!(spend.allowed);
+    assert_eq!((spend.spent, spend.reserved), (0, 0));
+    // The second: the key's rpm still fits, the tokens and the budget do not.
+    let (d, spend) = s
+        .admit(&takes(60), minute, Some(&budget(600)), now + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        d.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!(d[2].count, 60, "a refused take reports the count it saw");
+    assert!(d[2].retry_after_ms > 0);
+    let spend = spend.unwrap();
+    assert!(!spend.allowed);
+    assert_eq!(spend.reserved, 600);
+    // The third: the key's own window is full.
+    let (d, spend) = s.admit(&takes(1), minute, None, now + 2).await.unwrap();
+    assert_eq!(
+        d.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    assert!(spend.is_none());
+    // The state is what the separate methods see.
+    let seen = s
+        .window_take("adm-t:rpm", 5, minute, 0, now + 3)
+        .await
+        .unwrap();
+    assert_eq!(seen.count, 3);
+    assert_eq!(
+        s.budget_state("adm-t", "2026-11-28").await.unwrap(),
+        (0, 600)
+    );
+    assert_eq!(
+        s.admit(&[], minute, None, now).await.unwrap(),
+        (Vec::new(), None)
+    );
 }
 
 async fn concurrent_takes_are_atomic<S: Store>(s: &S) {

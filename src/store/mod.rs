@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use types::{
-    AuditPage, AuditQuery, Budget, BudgetDecision, ChainHead, KeyRecord, Limits, Outcome,
-    Settlement, Tenant, UsageGrain, UsageRow, WindowDecision, WindowSettle,
+    AuditPage, AuditQuery, Budget, BudgetDecision, BudgetReserve, ChainHead, KeyRecord, Limits,
+    Outcome, Settlement, Tenant, UsageGrain, UsageRow, WindowDecision, WindowSettle, WindowTake,
 };
 
 /// Why a store operation failed.
@@ -142,6 +142,34 @@ pub trait CounterStore: Send + Sync {
     ) -> StoreResult<()>;
     /// `(spent, reserved)` nano-USD of a period.
     async fn budget_state(&self, tenant: &str, period: &str) -> StoreResult<(i64, i64)>;
+
+    /// A request's admission in one step: every window take (all in `window`) and the budget
+    /// reservation, each decided exactly as its own method would decide it, in order. A
+    /// backend that can do it in one round trip and one script (Redis) overrides this; the
+    /// default calls the methods one by one.
+    async fn admit(
+        &self,
+        takes: &[WindowTake],
+        window: Duration,
+        budget: Option<&BudgetReserve>,
+        now_ms: u64,
+    ) -> StoreResult<(Vec<WindowDecision>, Option<BudgetDecision>)> {
+        let mut decisions = Vec::with_capacity(takes.len());
+        for t in takes {
+            decisions.push(
+                self.window_take(&t.scope, t.limit, window, t.amount, now_ms)
+                    .await?,
+            );
+        }
+        let spend = match budget {
+            Some(b) => Some(
+                self.budget_reserve(&b.tenant, &b.period, b.amount, b.limit, b.enforce)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok((decisions, spend))
+    }
 }
 
 /// The audit log, usage rollups and the settlement of reservations: written together, once

@@ -87,6 +87,25 @@ pub struct KeyRecord {
     pub limits: Limits,
 }
 
+/// One window of a combined admission ([`super::CounterStore::admit`]): take `amount` from
+/// `scope` if it fits under `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowTake {
+    pub scope: String,
+    pub limit: u64,
+    pub amount: u64,
+}
+
+/// The budget reservation of a combined admission ([`super::CounterStore::admit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetReserve {
+    pub tenant: String,
+    pub period: String,
+    pub amount: i64,
+    pub limit: i64,
+    pub enforce: bool,
+}
+
 /// Answer of a sliding-window take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowDecision {

@@ -33,13 +33,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
 use self::scripts::{
-    BUDGET_RESERVE_SCRIPT, BUDGET_SETTLE_SCRIPT, BUMP_SCRIPT, PUT_KEY_SCRIPT, REVOKE_KEY_SCRIPT,
-    WINDOW_ADJUST_SCRIPT, WINDOW_TAKE_SCRIPT,
+    ADMIT_SCRIPT, BUDGET_RESERVE_SCRIPT, BUDGET_SETTLE_SCRIPT, BUMP_SCRIPT, PUT_KEY_SCRIPT,
+    REVOKE_KEY_SCRIPT, WINDOW_ADJUST_SCRIPT, WINDOW_TAKE_SCRIPT,
 };
 use super::{
-    AuditPage, AuditQuery, AuditStore, BudgetDecision, CacheStore, ChainHead, CounterStore,
-    KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant, TenantStore, UsageGrain,
-    UsageRow, WindowDecision,
+    AuditPage, AuditQuery, AuditStore, BudgetDecision, BudgetReserve, CacheStore, ChainHead,
+    CounterStore, KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant,
+    TenantStore, UsageGrain, UsageRow, WindowDecision, WindowTake,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
 
@@ -416,6 +416,75 @@ impl CounterStore for RedisStore {
             })
         })
         .await
+    }
+
+    async fn admit(
+        &self,
+        takes: &[WindowTake],
+        window: Duration,
+        budget: Option<&BudgetReserve>,
+        now_ms: u64,
+    ) -> StoreResult<(Vec<WindowDecision>, Option<BudgetDecision>)> {
+        if takes.is_empty() && budget.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        let w = window_ms(window);
+        let bucket = now_ms / w;
+        let mut invocation = ADMIT_SCRIPT.prepare_invoke();
+        for t in takes {
+            // Bucket 0 has no predecessor; u64::MAX is never a live bucket.
+            invocation
+                .key(keys::window(&t.scope, bucket))
+                .key(keys::window(&t.scope, bucket.wrapping_sub(1)));
+        }
+        if let Some(b) = budget {
+            invocation.key(keys::budget(&b.tenant, &b.period));
+        }
+        invocation
+            .arg(takes.len())
+            .arg(w)
+            .arg(now_ms % w)
+            .arg(w.saturating_mul(2))
+            .arg(u8::from(budget.is_some()));
+        for t in takes {
+            invocation.arg(t.limit).arg(t.amount);
+        }
+        if let Some(b) = budget {
+            invocation
+                .arg(b.amount)
+                .arg(b.limit)
+                .arg(u8::from(b.enforce));
+        }
+        let flat: Vec<i64> = self
+            .run(|mut conn| async move { Ok(invocation.invoke_async(&mut conn).await?) })
+            .await?;
+        let expected = 3 * (takes.len() + usize::from(budget.is_some()));
+        if flat.len() != expected {
+            return Err(StoreError::Corrupt(format!(
+                "admit answered {} values, expected {expected}",
+                flat.len()
+            )));
+        }
+        let (windows, spend) = flat.split_at(3 * takes.len());
+        let decisions = windows
+            .chunks_exact(3)
+            .map(|d| {
+                Ok(WindowDecision {
+                    allowed: d[0] == 1,
+                    count: non_negative(d[1], "window count")?,
+                    retry_after_ms: non_negative(d[2], "retry_after_ms")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let spend = match spend {
+            [allowed, spent_nano, reserved_nano] => Some(BudgetDecision {
+                allowed: *allowed == 1,
+                spent: *spent_nano,
+                reserved: *reserved_nano,
+            }),
+            _ => None,
+        };
+        Ok((decisions, spend))
     }
 
     async fn window_adjust(

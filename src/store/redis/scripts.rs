@@ -11,45 +11,54 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The sliding-window take, as a Lua function shared by [`WINDOW_TAKE`] and [`ADMIT`].
+/// Arguments: current and previous bucket keys, limit, window ms, amount (the caller's decimal
+/// string, used as is by `INCRBY`), offset of now into the window (ms), bucket ttl (ms).
+/// Returns `allowed, count, retry_after_ms`.
+const WINDOW_TAKE_FN: &str = r"
+local function window_take(kcur, kprev, limit, w, amount_s, x, ttl)
+  local amount = tonumber(amount_s)
+  local cur = tonumber(redis.call('GET', kcur) or '0')
+  local prev = tonumber(redis.call('GET', kprev) or '0')
+  local rest = w - x
+
+  -- floor(prev * rest / w), exact: prev = q*w + r with r < w.
+  local q = math.floor(prev / w)
+  local r = prev - q * w
+  local count = q * rest + math.floor(r * rest / w) + cur
+
+  if amount > limit then
+    return 0, count, w
+  end
+  if count + amount <= limit then
+    redis.call('INCRBY', kcur, amount_s)
+    redis.call('PEXPIRE', kcur, ttl)
+    return 1, count + amount, 0
+  end
+  if cur + amount > limit or prev <= 0 then
+    -- The current window alone cannot take it: wait for the next one.
+    return 0, count, rest
+  end
+  -- Wait until prev * (w - y) / w <= room, y the offset then:
+  -- y = w - floor(room * w / prev), computed exactly as above (room = a*prev + b, b < prev).
+  local room = limit - amount - cur
+  local a = math.floor(room / prev)
+  local b = room - a * prev
+  local y = w - (a * w + math.floor(b * w / prev))
+  local wait = y - x
+  if wait < 1 then
+    wait = 1
+  end
+  return 0, count, wait
+end
+";
+
 /// `window_take`. KEYS: current bucket, previous bucket. ARGV: limit, window ms, amount,
 /// offset of now into the window (ms), bucket ttl (ms). Returns `{allowed, count, retry_after_ms}`.
 const WINDOW_TAKE: &str = r"
-local limit = tonumber(ARGV[1])
-local w = tonumber(ARGV[2])
-local amount = tonumber(ARGV[3])
-local x = tonumber(ARGV[4])
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
-local rest = w - x
-
--- floor(prev * rest / w), exact: prev = q*w + r with r < w.
-local q = math.floor(prev / w)
-local r = prev - q * w
-local count = q * rest + math.floor(r * rest / w) + cur
-
-if amount > limit then
-  return {0, count, w}
-end
-if count + amount <= limit then
-  redis.call('INCRBY', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return {1, count + amount, 0}
-end
-if cur + amount > limit or prev <= 0 then
-  -- The current window alone cannot take it: wait for the next one.
-  return {0, count, rest}
-end
--- Wait until prev * (w - y) / w <= room, y the offset then:
--- y = w - floor(room * w / prev), computed exactly as above (room = a*prev + b, b < prev).
-local room = limit - amount - cur
-local a = math.floor(room / prev)
-local b = room - a * prev
-local y = w - (a * w + math.floor(b * w / prev))
-local wait = y - x
-if wait < 1 then
-  wait = 1
-end
-return {0, count, wait}
+local allowed, count, retry = window_take(KEYS[1], KEYS[2], tonumber(ARGV[1]),
+  tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5])
+return {allowed, count, retry}
 ";
 
 /// `window_adjust`. KEYS: the bucket the take fell in. ARGV: delta, bucket ttl (ms).
@@ -75,17 +84,56 @@ end
 return 1
 ";
 
+/// The budget reservation, as a Lua function shared by [`BUDGET_RESERVE`] and [`ADMIT`].
+/// Arguments: the period's hash, amount (decimal string), limit, enforce (`'1'`/`'0'`).
+/// Returns `allowed, spent, reserved` as they were before this reservation.
+const BUDGET_RESERVE_FN: &str = r"
+local function budget_reserve(key, amount_s, limit, enforce)
+  local v = redis.call('HMGET', key, 'spent', 'reserved')
+  local spent = tonumber(v[1] or '0')
+  local reserved = tonumber(v[2] or '0')
+  if enforce == '1' and spent + reserved + tonumber(amount_s) > limit then
+    return 0, spent, reserved
+  end
+  redis.call('HINCRBY', key, 'reserved', amount_s)
+  return 1, spent, reserved
+end
+";
+
 /// `budget_reserve`. KEYS: the period's hash. ARGV: amount, limit, enforce (`1`/`0`).
 /// Returns `{allowed, spent, reserved}` as they were before this reservation.
 const BUDGET_RESERVE: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
-local spent = tonumber(v[1] or '0')
-local reserved = tonumber(v[2] or '0')
-if ARGV[3] == '1' and spent + reserved + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-  return {0, spent, reserved}
+local allowed, spent, reserved = budget_reserve(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3])
+return {allowed, spent, reserved}
+";
+
+/// `admit`: a request's window takes and budget reservation in one script, each decided as
+/// by its own script. KEYS: per window its current and previous bucket, then the budget hash
+/// (if any). ARGV: window count n, window ms, offset of now into the window, bucket ttl, has
+/// budget (`1`/`0`), then per window its limit and amount, then the budget's amount, limit
+/// and enforce. Returns `{allowed, count, retry}` per window, then `{allowed, spent,
+/// reserved}` of the budget, flattened.
+const ADMIT: &str = r"
+local n = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local x = tonumber(ARGV[3])
+local out = {}
+for i = 0, n - 1 do
+  local allowed, count, retry = window_take(KEYS[2 * i + 1], KEYS[2 * i + 2],
+    tonumber(ARGV[6 + 2 * i]), w, ARGV[7 + 2 * i], x, ARGV[4])
+  out[#out + 1] = allowed
+  out[#out + 1] = count
+  out[#out + 1] = retry
 end
-redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
-return {1, spent, reserved}
+if ARGV[5] == '1' then
+  local at = 6 + 2 * n
+  local allowed, spent, reserved = budget_reserve(KEYS[2 * n + 1], ARGV[at],
+    tonumber(ARGV[at + 1]), ARGV[at + 2])
+  out[#out + 1] = allowed
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+end
+return out
 ";
 
 /// `budget_settle`. KEYS: the period's hash. ARGV: reserved, actual, -reserved.
@@ -138,11 +186,14 @@ end
 return seq
 ";
 
-pub(super) static WINDOW_TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(WINDOW_TAKE));
+pub(super) static WINDOW_TAKE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WINDOW_TAKE_FN}{WINDOW_TAKE}")));
 pub(super) static WINDOW_ADJUST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(WINDOW_ADJUST));
 pub(super) static BUDGET_RESERVE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(BUDGET_RESERVE));
+    LazyLock::new(|| Script::new(&format!("{BUDGET_RESERVE_FN}{BUDGET_RESERVE}")));
+pub(super) static ADMIT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WINDOW_TAKE_FN}{BUDGET_RESERVE_FN}{ADMIT}")));
 pub(super) static BUDGET_SETTLE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(BUDGET_SETTLE));
 pub(super) static PUT_KEY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_KEY));
