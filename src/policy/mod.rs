@@ -383,7 +383,7 @@ impl Policy {
     /// Checks `caller`'s policies for `body`; reserves what the request may use.
     #[expect(
         clippy::too_many_lines,
-        reason = "the three checks run concurrently and are judged together; one place reads best"
+        reason = "the checks are one store step and are judged together; one place reads best"
     )]
     pub async fn admit(
         &self,
