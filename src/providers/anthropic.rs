@@ -951,6 +951,11 @@ impl StreamTranslator {
         Ok(out.freeze())
     }
 
+    /// Whether the stream failed (its error may still be waiting to be returned).
+    pub fn failed(&self) -> bool {
+        matches!(self.phase, Phase::Failed(_))
+    }
+
     /// The upstream ended. Returns the output still owed, or an error if the stream did not
     /// end with `message_stop` ([`TranslateError::Truncated`]), carried an error event
     /// ([`TranslateError::Upstream`]) or was malformed. On `Ok`, the output so far ended with
@@ -2109,6 +2114,32 @@ mod tests {
         let mut t = StreamTranslator::new("m");
         assert_eq!(t.finish(), Err(TranslateError::Truncated));
         assert_eq!(t.usage(), None);
+    }
+
+    #[test]
+    fn good_events_before_a_malformed_one_go_out_first_then_the_error() {
+        let good = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        );
+        let bad = "event: content_block_delta\ndata: {not json\n\n";
+        // In one read: the good events come back now, the error on the next call.
+        let mut t = StreamTranslator::with_created("demo", 1);
+        let out = t.push(format!("{good}{bad}").as_bytes()).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("\"content\":\"Hi\""));
+        assert!(t.failed());
+        assert!(matches!(t.push(b"more"), Err(TranslateError::Malformed(_))));
+        assert!(t.finish().is_err());
+        // In two reads: the same bytes out, the error on the read that carried it.
+        let mut t = StreamTranslator::with_created("demo", 1);
+        assert_eq!(t.push(good.as_bytes()).unwrap(), out);
+        assert!(!t.failed());
+        assert!(matches!(
+            t.push(bad.as_bytes()),
+            Err(TranslateError::Malformed(_))
+        ));
     }
 
     #[test]

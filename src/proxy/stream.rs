@@ -206,6 +206,21 @@ impl ProxyStream {
             return Poll::Ready(None);
         };
         loop {
+            // A malformed event behind good ones in the same read: the good ones went out on
+            // the last poll; the error goes out now, without waiting for more upstream bytes.
+            if let Some(Err(err)) = this
+                .translator
+                .as_mut()
+                .filter(|t| t.failed())
+                .map(StreamTranslator::finish)
+            {
+                let owed = this.observer.finish();
+                return this.fail(
+                    ErrorCode::UpstreamError,
+                    &format!("the provider sent a malformed stream: {err}"),
+                    &owed,
+                );
+            }
             match Pin::new(&mut *upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(frame) = frame.into_data() else {
