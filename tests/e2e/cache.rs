@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::audit_log::wait_record;
 use crate::support::gateway::{basic_config, client, client_with_key, post_chat, Gateway};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::Upstream;
@@ -66,22 +67,6 @@ async fn until_hit(c: &reqwest::Client, gw: &Gateway, body: &Value) -> (reqwest:
     }
 }
 
-async fn record(gw: &Gateway, key: &str, id: &str) -> Value {
-    let c = client_with_key(key);
-    for _ in 0..200 {
-        let resp = c
-            .get(gw.url(&format!("/v1/audit/{id}")))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 200 {
-            return resp.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no audit record {id}");
-}
-
 #[tokio::test]
 async fn a_repeat_is_answered_from_the_cache_at_no_cost_and_audited() {
     let up = Upstream::start().await;
@@ -111,7 +96,7 @@ async fn a_repeat_is_answered_from_the_cache_at_no_cost_and_audited() {
     assert_eq!(hit_body["choices"], first_body["choices"]);
     assert_eq!(calls(&up), 1 + misses, "the hit never reached the provider");
 
-    let rec = record(&gw, crate::support::gateway::TEST_KEY, &id).await;
+    let rec = wait_record(&client(), &gw, &id).await;
     assert_eq!(rec["cache"], "exact");
     assert_eq!(rec["cost_usd"], 0.0);
     assert!(

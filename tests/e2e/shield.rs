@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::audit_log::wait_record;
 use crate::support::assert_openai_error;
 use crate::support::gateway::{basic_config, client_with_key, post_chat, Gateway, ADMIN_KEY};
 use crate::support::upstream::Upstream;
@@ -61,23 +62,6 @@ fn chat(text: &str) -> Value {
     ]})
 }
 
-/// The newest audit record of the caller's tenant, once written.
-async fn last_record(gw: &Gateway, key: &str, request_id: &str) -> Value {
-    let client = client_with_key(key);
-    for _ in 0..200 {
-        let resp = client
-            .get(gw.url(&format!("/v1/audit/{request_id}")))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 200 {
-            return resp.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no audit record for {request_id}");
-}
-
 #[tokio::test]
 async fn pii_is_redacted_before_it_reaches_the_provider_and_never_recorded() {
     let up = Upstream::start().await;
@@ -108,7 +92,12 @@ async fn pii_is_redacted_before_it_reaches_the_provider_and_never_recorded() {
         "the rest is intact"
     );
 
-    let record = last_record(&gw, crate::support::gateway::TEST_KEY, &id).await;
+    let record = wait_record(
+        &client_with_key(crate::support::gateway::TEST_KEY),
+        &gw,
+        &id,
+    )
+    .await;
     let rules: Vec<&str> = record["shield"]
         .as_array()
         .unwrap()
@@ -176,7 +165,7 @@ async fn blocking_rules_answer_content_blocked_and_spare_the_provider() {
         assert_eq!(err["type"], "invalid_request_error");
         assert!(err["message"].as_str().unwrap().contains(rule), "{body}");
         assert!(!body.to_string().contains(EMAIL));
-        let record = last_record(&gw, key, &id).await;
+        let record = wait_record(&client_with_key(key), &gw, &id).await;
         assert_eq!(record["status"], 400);
         assert_eq!(record["error"], "content_blocked");
         assert!(record["shield"]
@@ -228,7 +217,7 @@ async fn tenant_overrides_apply_and_answers_are_checked_when_asked() {
     );
     let sent = up.mock.control().requests().await;
     assert!(String::from_utf8_lossy(&sent.last().unwrap().body).contains(EMAIL));
-    let record = last_record(&gw, LAX_KEY, &id).await;
+    let record = wait_record(&client_with_key(LAX_KEY), &gw, &id).await;
     assert!(record["shield"]
         .as_array()
         .unwrap()
