@@ -146,28 +146,26 @@ impl Level {
     }
 }
 
-/// One sliding-window check of a request.
-#[derive(Debug)]
+/// What admission needs to know about one of a request's window takes, besides the take.
+#[derive(Debug, Clone, Copy)]
 struct WindowCheck {
-    /// Store scope; starts with the tenant id, so a tenant's windows share a Redis slot.
-    scope: String,
     level: Level,
     unit: Unit,
     mode: PolicyMode,
-    limit: u64,
-    amount: u64,
 }
 
 impl WindowCheck {
-    /// The windows a request takes from: its key's first (the most specific refusal wins),
-    /// then its tenant's.
+    /// The windows a request takes from, its key's first (the most specific refusal wins),
+    /// then its tenant's: the takes for the store and, index for index, their checks. A
+    /// scope starts with the tenant id, so a tenant's windows share a Redis slot.
     fn all(
         tenant: &str,
         key_id: &str,
         tenant_limits: Limits,
         key_limits: Limits,
         tokens: u64,
-    ) -> Vec<Self> {
+    ) -> (Vec<WindowTake>, Vec<Self>) {
+        let mut takes = Vec::with_capacity(4);
         let mut checks = Vec::with_capacity(4);
         for (level, limits) in [(Level::Key, key_limits), (Level::Tenant, tenant_limits)] {
             let prefix = match level {
@@ -179,21 +177,23 @@ impl WindowCheck {
                 (Unit::Tokens, limits.tpm, tokens),
             ] {
                 let Some(limit) = limit else { continue };
-                checks.push(Self {
+                takes.push(WindowTake {
                     scope: format!("{prefix}:{}", unit.policy()),
-                    level,
-                    unit,
-                    mode: limits.mode,
                     limit: u64::from(limit.get()),
                     amount,
                 });
+                checks.push(Self {
+                    level,
+                    unit,
+                    mode: limits.mode,
+                });
             }
         }
-        checks
+        (takes, checks)
     }
 
     /// `rate_limited_total{limit}`.
-    fn label(&self) -> &'static str {
+    fn label(self) -> &'static str {
         match (self.level, self.unit) {
             (Level::Tenant, Unit::Requests) => "rpm",
             (Level::Tenant, Unit::Tokens) => "tpm",
@@ -447,7 +447,7 @@ impl Policy {
 
         let tenant_id = tenant.id.as_str();
         let tokens = prompt.saturating_add(completion_cap);
-        let windows =
+        let (takes, checks) =
             WindowCheck::all(tenant_id, &caller.key_id, tenant_limits, key_limits, tokens);
         let period = budget.map(|b| match b.period {
             BudgetPeriod::Day => day_of(now),
@@ -458,18 +458,10 @@ impl Policy {
             .map_or(0, |p| upper_cost(&p, prompt, completion_cap));
         let limit_nano = budget.map_or(0, |b| usd_to_nano(b.limit_usd));
 
-        let takes: Vec<WindowTake> = windows
-            .iter()
-            .map(|w| WindowTake {
-                scope: w.scope.clone(),
-                limit: w.limit,
-                amount: w.amount,
-            })
-            .collect();
-        let reserve = match (budget, &period) {
+        let reserve = match (budget, period) {
             (Some(b), Some(period)) => Some(BudgetReserve {
                 tenant: tenant_id.to_owned(),
-                period: period.clone(),
+                period,
                 amount: cost_bound,
                 limit: limit_nano,
                 enforce: b.mode == PolicyMode::Enforce,
@@ -480,18 +472,16 @@ impl Policy {
 
         let mut refusal: Option<GatewayError> = None;
         let mut retry_after_ms = 0;
-        for (check, (d, place)) in windows.into_iter().zip(decisions) {
-            admission.headers.note(check.unit, check.limit, d.count);
+        for ((take, check), (d, place)) in takes.into_iter().zip(checks).zip(decisions) {
+            admission.headers.note(check.unit, take.limit, d.count);
             if d.allowed {
                 admission.windows.push(WindowHold {
-                    scope: check.scope.clone(),
+                    scope: take.scope,
                     unit: check.unit,
-                    amount: check.amount,
+                    amount: take.amount,
                     at_ms: now,
                     place,
                 });
-            }
-            if d.allowed {
                 continue;
             }
             if check.mode == PolicyMode::DryRun {
@@ -514,19 +504,19 @@ impl Policy {
             });
         }
         refusal = refusal.map(|e| e.with_retry_after(Duration::from_millis(retry_after_ms)));
-        if let (Some(b), Some(period), Some((d, place))) = (budget, &period, &spend) {
-            if d.allowed {
-                admission.budget = Some(BudgetHold {
-                    tenant: tenant_id.to_owned(),
-                    period: period.clone(),
-                    amount: cost_bound,
-                    place: *place,
-                });
-            }
-            let over = i128::from(d.spent) + i128::from(d.reserved) + i128::from(cost_bound)
-                > i128::from(limit_nano);
+        if let (Some(b), Some(r), Some((d, place))) = (budget, reserve, &spend) {
+            let over = i128::from(d.spent) + i128::from(d.reserved) + i128::from(r.amount)
+                > i128::from(r.limit);
             if b.mode == PolicyMode::DryRun && over {
                 admission.violation(tenant_id, "budget");
+            }
+            if d.allowed {
+                admission.budget = Some(BudgetHold {
+                    tenant: r.tenant,
+                    period: r.period,
+                    amount: r.amount,
+                    place: *place,
+                });
             }
         }
 
