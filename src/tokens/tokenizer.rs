@@ -118,8 +118,9 @@ impl Tokenizer {
     /// Builds `model`'s encoding on the blocking pool if it is not built yet, so the counts
     /// that follow on this async task do not stall its worker.
     pub async fn prepare(&self, model: &str) {
-        let table = Arc::clone(self.table(self.encoding_for(model)));
+        let table = self.table(self.encoding_for(model));
         if !table.is_built() {
+            let table = Arc::clone(table);
             // A failed join means the build panicked; counting then builds (or estimates) in
             // place, as a synchronous caller would.
             let _ = tokio::task::spawn_blocking(move || {
