@@ -1,8 +1,8 @@
 //! The cache layer: after the shield (keys are computed from the redacted request, so a
 //! redacted secret is never part of a cached entry or its key), before the proxy.
 //!
-//! Reads `Arc<RequestContext>`, [`ParsedBody`], the `LedgerSlot` and the `x-sentinel-cache`
-//! request header; answers hits itself; inserts [`Fill`] on a miss; sets the
+//! Reads `Arc<RequestContext>`, [`ParsedBody`], the `LedgerSlot`, [`Prefetched`] and the
+//! `x-sentinel-cache` request header; answers hits itself; inserts [`Fill`] on a miss; sets the
 //! `x-sentinel-cache` response header to `bypass` when the client asked not to read.
 
 use std::convert::Infallible;
@@ -17,6 +17,7 @@ use http::{header, HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
 
 use super::entry::CachedAnswer;
+use super::prefetch::Prefetched;
 use super::{hit_body, key, Cache, Fill, Mode};
 use crate::context::{ApiRequest, ParsedBody, RequestStart};
 use crate::metering::{Finish, LedgerSlot};
@@ -70,6 +71,32 @@ pub struct CacheService<S> {
     traced: bool,
 }
 
+/// The exact lookup (its prefetched answer when there is one), then the semantic one.
+async fn lookup(
+    cache: &Cache,
+    tenant: &str,
+    exact: Option<&str>,
+    prefetched: Option<&Prefetched>,
+    semantic_view: Option<&(String, String)>,
+) -> Option<(CachedAnswer, Kind)> {
+    if let Some(k) = exact {
+        let fetched = match prefetched {
+            Some(p) => p.take().await,
+            None => None,
+        };
+        let fetched = match fetched {
+            Some(f) => f,
+            None => cache.fetch(tenant, k).await,
+        };
+        if let Some(answer) = Cache::settle(fetched) {
+            return Some((answer, Kind::Exact));
+        }
+    }
+    let ((partition, text), semantic) = (semantic_view?, cache.semantic()?);
+    let k = semantic.find(tenant, partition, text).await?;
+    cache.get(tenant, &k).await.map(|a| (a, Kind::Semantic))
+}
+
 /// Where a hit came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -110,6 +137,7 @@ where
                 Some(caller),
                 Some(ParsedBody {
                     api: ApiRequest::Chat(chat),
+                    rewritten,
                     ..
                 }),
             ) = (
@@ -131,34 +159,28 @@ where
                 }
             }
             let (stream, include_usage) = (chat.is_stream(), chat.client_wants_stream_usage());
-            let exact_key = key::exact(chat);
+            // The lookup started beside admission is for the body as it arrived: usable only
+            // when the shield left it as it was.
+            let prefetched = ext.get::<Prefetched>().filter(|_| !*rewritten);
+            let exact_key = match &prefetched {
+                Some(p) => Some(p.key.clone()),
+                None => key::exact(chat),
+            };
             let semantic_view = settings.semantic.then(|| key::semantic(chat)).flatten();
             let started = ext.get::<RequestStart>().map_or_else(Instant::now, |s| s.0);
             let model = chat.model.clone();
 
             if mode == Mode::Normal {
                 let span = traced.then(|| lookup_span(slot.as_ref())).flatten();
-                let mut hit = None;
-                if let Some(k) = &exact_key {
-                    if settings.exact {
-                        hit = cache
-                            .get(&caller.tenant_id, k)
-                            .await
-                            .map(|a| (a, Kind::Exact));
-                    }
-                }
-                if hit.is_none() {
-                    if let (Some((partition, text)), Some(semantic)) =
-                        (&semantic_view, cache.semantic())
-                    {
-                        if let Some(k) = semantic.find(&caller.tenant_id, partition, text).await {
-                            hit = cache
-                                .get(&caller.tenant_id, &k)
-                                .await
-                                .map(|a| (a, Kind::Semantic));
-                        }
-                    }
-                }
+                let exact = exact_key.as_deref().filter(|_| settings.exact);
+                let hit = lookup(
+                    &cache,
+                    &caller.tenant_id,
+                    exact,
+                    prefetched,
+                    semantic_view.as_ref(),
+                )
+                .await;
                 if let Some(span) = span {
                     end_lookup_span(span, hit.as_ref().map(|(_, kind)| *kind));
                 }

@@ -12,6 +12,7 @@ pub mod entry;
 pub mod index;
 pub mod key;
 pub mod layer;
+pub mod prefetch;
 pub mod remote;
 pub mod semantic;
 
@@ -23,7 +24,7 @@ use metrics::Counter;
 
 use self::entry::CachedAnswer;
 use crate::config::CacheConfig;
-use crate::store::{Store, Tenant};
+use crate::store::{Store, StoreResult, Tenant};
 use crate::tasks::Tasks;
 use crate::telemetry::names;
 
@@ -32,6 +33,10 @@ static EXACT_HITS: LazyLock<Counter> =
 static EXACT_MISSES: LazyLock<Counter> = LazyLock::new(
     || metrics::counter!(names::CACHE_LOOKUPS, "kind" => "exact", "result" => "miss"),
 );
+
+/// A store lookup of an exact key, before [`Cache::settle`] counts and decodes it.
+#[derive(Debug)]
+pub struct Fetched(StoreResult<Option<Vec<u8>>>);
 
 /// How a request may use the cache (`x-sentinel-cache` request header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +177,17 @@ impl Cache {
 
     /// An exact lookup; store errors and undecodable entries are misses.
     pub async fn get(&self, tenant: &str, key: &str) -> Option<CachedAnswer> {
-        match self.store.cache_get(tenant, key).await {
+        Self::settle(self.fetch(tenant, key).await)
+    }
+
+    /// The store's answer for `key`, not yet counted: a [`prefetch`] may be thrown away.
+    pub async fn fetch(&self, tenant: &str, key: &str) -> Fetched {
+        Fetched(self.store.cache_get(tenant, key).await)
+    }
+
+    /// Counts a fetched lookup and decodes it; store errors and undecodable entries are misses.
+    pub fn settle(fetched: Fetched) -> Option<CachedAnswer> {
+        match fetched.0 {
             Ok(Some(bytes)) => {
                 let hit = CachedAnswer::decode(&bytes);
                 if hit.is_some() {

@@ -13,6 +13,10 @@
 //! Proxy routes (`/v1/chat/completions`, `/v1/embeddings`), then:
 //! 5. `ParseBodyLayer` — reads the body once within `server.max_body_bytes` (413 otherwise),
 //!    parses it once, inserts [`ParsedBody`] (400 `invalid_body` on bad JSON).
+//! 5a. `PrefetchLayer` (chat) — when the tenant reads the exact cache, starts the `GET` of the
+//!    request's exact key and drives it beside the layers below, so admission and the lookup
+//!    share one Redis round trip; inserts `Prefetched`, which `CacheLayer` uses only when the
+//!    shield left the body unchanged. Dropped when the inner layers answer first.
 //! 6. `AdmitLayer` — opens the request's [`Ledger`] (its accounting, finished exactly once
 //!    whatever happens next) and applies the tenant's model allow-list (403), `rpm`/`tpm`
 //!    limits and budget (429), reserving tokens and money; adds `x-ratelimit-*` headers.
@@ -57,6 +61,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use super::routes;
 use crate::api::{self, health::HealthState};
 use crate::cache::layer::CacheLayer;
+use crate::cache::prefetch::PrefetchLayer;
 use crate::error::{ErrorCode, GatewayError};
 use crate::middleware::admit::AdmitLayer;
 use crate::middleware::auth::AuthLayer;
@@ -82,6 +87,7 @@ pub fn app(state: &AppState) -> Router {
                 )
                 .layer(GuardLayer::new(Arc::clone(&state.config.guardrails)))
                 .layer(AdmitLayer::new(Arc::clone(&state.meter), Endpoint::Chat))
+                .layer(PrefetchLayer::new(Arc::clone(&state.cache)))
                 .layer(
                     ParseBodyLayer::new(BodyKind::Chat, limit).metered(Arc::clone(&state.meter)),
                 ),

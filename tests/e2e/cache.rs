@@ -300,3 +300,99 @@ async fn errors_and_cut_streams_are_never_cached() {
         "a cut stream is not an answer"
     );
 }
+
+const LIMITED_KEY: &str = "sk-sntl-cache-limited-0123456789abcdefghijklmn";
+/// Requests per minute of the `limited` tenant.
+const LIMITED_RPM: u64 = 8;
+
+/// On Redis, with PII redaction for everyone and a tenant with an `rpm` limit: the setting in
+/// which the exact lookup runs beside admission.
+async fn start_prefetching(up: &Upstream, redis: &RedisServer) -> Gateway {
+    let config = basic_config(
+        up.addr(),
+        &format!(
+            r#"
+[store]
+backend = "redis"
+redis_url = "{}"
+
+[cache.exact]
+enabled = true
+ttl = "1h"
+
+[shield]
+pii = {{ action = "redact" }}
+
+[[tenants]]
+id = "test"
+keys = [{{ name = "e2e", key_env = "E2E_TEST_KEY" }}]
+
+[[tenants]]
+id = "limited"
+keys = [{{ name = "l", key_env = "LIMITED_KEY" }}]
+limits = {{ rpm = {LIMITED_RPM} }}
+"#,
+            redis.url()
+        ),
+    );
+    Gateway::start_with_env(&config, &[("LIMITED_KEY", LIMITED_KEY)]).await
+}
+
+#[tokio::test]
+async fn the_lookup_beside_admission_never_answers_a_refused_request() {
+    let (up, redis) = (Upstream::start().await, RedisServer::start().await);
+    let gw = start_prefetching(&up, &redis).await;
+    let c = client_with_key(LIMITED_KEY);
+    let body = chat("looked up while admitted");
+    assert_eq!(
+        post_chat(&c, &gw, &body).await.headers()["x-sentinel-cache"],
+        "miss"
+    );
+    let (hit, misses) = until_hit(&c, &gw, &body).await;
+    assert_eq!(hit.headers()["x-sentinel-cache"], "exact");
+    let mut admitted = 2 + misses;
+    // The entry is there, but once the rate is spent the answer is a 429, not the entry.
+    let refused = loop {
+        let resp = post_chat(&c, &gw, &body).await;
+        if resp.status() == 429 {
+            break resp;
+        }
+        assert_eq!(resp.headers()["x-sentinel-cache"], "exact");
+        admitted += 1;
+        assert!(admitted <= LIMITED_RPM, "more admitted than the limit");
+    };
+    assert_eq!(admitted, LIMITED_RPM);
+    assert!(refused.headers().get("x-sentinel-cache").is_none());
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded", "{err}");
+    assert_eq!(calls(&up), 1 + misses);
+    // Only admitted requests count as lookups: the refused one's prefetch was dropped.
+    let lookups =
+        crate::limits::metric(&gw, "sentinel_cache_lookups_total", &[("kind", "exact")]).await;
+    assert_eq!(lookups, LIMITED_RPM);
+}
+
+#[tokio::test]
+async fn a_redacted_request_is_looked_up_under_its_redacted_key() {
+    let (up, redis) = (Upstream::start().await, RedisServer::start().await);
+    let gw = start_prefetching(&up, &redis).await;
+    let c = client();
+    let first = chat("Please write to jane.roe@example.org about the invoice.");
+    assert_eq!(
+        post_chat(&c, &gw, &first).await.headers()["x-sentinel-cache"],
+        "miss"
+    );
+    let (hit, misses) = until_hit(&c, &gw, &first).await;
+    assert_eq!(hit.headers()["x-sentinel-cache"], "exact");
+    // Another address redacts to the same request: the same entry, although the request as
+    // sent (the key looked up beside admission) was never seen before.
+    let other = chat("Please write to john.doe@example.com about the invoice.");
+    let resp = post_chat(&c, &gw, &other).await;
+    assert_eq!(resp.headers()["x-sentinel-cache"], "exact");
+    assert_eq!(calls(&up), 1 + misses);
+    let sent = up.mock.control().requests().await;
+    assert_eq!(sent.len(), 1 + usize::try_from(misses).unwrap());
+    assert!(sent
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains("@example")));
+}

@@ -55,20 +55,22 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
 end
 redis.call('SET', KEYS[6], '1', 'EX', ARGV[2])
 -- The entry id follows the record's time (so time ranges are id ranges), never going below
--- the newest entry: a record written late (replayed) takes the newest entry's millisecond.
-local at = tonumber(ARGV[16])
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then
-  local top_ms = tonumber(string.match(top[1][1], '^(%d+)'))
-  if top_ms > at then
-    at = top_ms
-  end
-end
-local id = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[3], string.format('%d-*', at), 'r', ARGV[1])
+-- the newest entry: a record written late (replayed, or behind a concurrent writer) takes the
+-- newest entry's millisecond. The stream's top is read only when the record's own time is
+-- refused, which keeps the common case to one command.
+local minid = ARGV[3]
+local id = redis.pcall('XADD', KEYS[1], 'MINID', '~', minid, ARGV[16] .. '-*', 'r', ARGV[1])
 if type(id) == 'table' and id.err then
-  -- The stream's last id is past its newest entry (that entry was trimmed or deleted): let
-  -- Redis pick the next id.
-  id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[3], '*', 'r', ARGV[1])
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #top > 0 then
+    id = redis.pcall('XADD', KEYS[1], 'MINID', '~', minid,
+      string.match(top[1][1], '^(%d+)') .. '-*', 'r', ARGV[1])
+  end
+  if type(id) ~= 'string' then
+    -- The stream's last id is past its newest entry (that entry was trimmed or deleted): let
+    -- Redis pick the next id.
+    id = redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ARGV[1])
+  end
 end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 if ARGV[4] ~= '' then
@@ -81,15 +83,19 @@ if ARGV[4] ~= '' then
     redis.call('HSET', KEYS[3], ARGV[4], ARGV[5] .. ':' .. ARGV[6])
   end
 end
+-- Absent fields read as zero, so zero increments are skipped; a rollup hash gets its expiry
+-- when its first record creates it.
 for _, rollup in ipairs({{KEYS[4], ARGV[7]}, {KEYS[7], ARGV[17]}}) do
   local key, p = rollup[1], rollup[2]
-  redis.call('HINCRBY', key, p .. 'requests', 1)
-  redis.call('HINCRBY', key, p .. 'prompt_tokens', ARGV[8])
-  redis.call('HINCRBY', key, p .. 'completion_tokens', ARGV[9])
-  redis.call('HINCRBY', key, p .. 'cost_nano', ARGV[10])
-  redis.call('HINCRBY', key, p .. 'cache_hits', ARGV[11])
-  redis.call('HINCRBY', key, p .. 'saved_nano', ARGV[12])
-  redis.call('EXPIRE', key, ARGV[14])
+  if redis.call('HINCRBY', key, p .. 'requests', 1) == 1 then
+    redis.call('EXPIRE', key, ARGV[14])
+  end
+  for _, m in ipairs({{'prompt_tokens', ARGV[8]}, {'completion_tokens', ARGV[9]},
+                      {'cost_nano', ARGV[10]}, {'cache_hits', ARGV[11]}, {'saved_nano', ARGV[12]}}) do
+    if m[2] ~= '0' then
+      redis.call('HINCRBY', key, p .. m[1], m[2])
+    end
+  end
 end
 if ARGV[13] ~= '' then
   local v = redis.call('HMGET', KEYS[5], 'spent', 'reserved')
@@ -101,19 +107,25 @@ if ARGV[13] ~= '' then
   end
   redis.call('HINCRBY', KEYS[5], 'spent', ARGV[10])
 end
+-- A window bucket is touched only when the settlement changes it (an admitted request's rpm
+-- take stands as it was).
 for i = 8, #KEYS do
   local delta = tonumber(ARGV[17 + i - 7])
-  local raw = redis.call('GET', KEYS[i])
-  local cur = tonumber(raw or '0')
-  if cur + delta >= 0 then
-    if raw or cur + delta > 0 then
-      redis.call('INCRBY', KEYS[i], delta)
+  if delta ~= 0 then
+    local raw = redis.call('GET', KEYS[i])
+    local cur = tonumber(raw or '0')
+    local touched = false
+    if cur + delta >= 0 then
+      if raw or cur + delta > 0 then
+        redis.call('INCRBY', KEYS[i], delta)
+        touched = true
+      end
+    elseif raw then
+      redis.call('SET', KEYS[i], '0', 'KEEPTTL')
     end
-  elseif raw then
-    redis.call('SET', KEYS[i], '0', 'KEEPTTL')
-  end
-  if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('PTTL', KEYS[i]) < 0 then
-    redis.call('PEXPIRE', KEYS[i], ARGV[15])
+    if touched and redis.call('PTTL', KEYS[i]) < 0 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[15])
+    end
   end
 end
 return 1

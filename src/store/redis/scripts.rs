@@ -31,8 +31,10 @@ local function window_take(kcur, kprev, limit, w, amount_s, x, ttl)
     return 0, count, w
   end
   if count + amount <= limit then
-    redis.call('INCRBY', kcur, amount_s)
-    redis.call('PEXPIRE', kcur, ttl)
+    -- A bucket gets its expiry when this take creates it.
+    if redis.call('INCRBY', kcur, amount_s) == amount then
+      redis.call('PEXPIRE', kcur, ttl)
+    end
     return 1, count + amount, 0
   end
   if cur + amount > limit or prev <= 0 then

@@ -58,6 +58,35 @@ async fn standalone_passes_conformance() {
     let store = standalone(&server).await;
     assert_eq!(store.backend(), "redis");
     conformance::run_all(&store).await;
+    every_per_request_key_expires(&server).await;
+}
+
+/// The scripts set an expiry only when they create a key; this checks that no window bucket,
+/// rollup or audit lookup key the conformance run wrote was left without one.
+async fn every_per_request_key_expires(server: &RedisServer) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let per_request = |k: &str| {
+        k.contains(":win:")
+            || k.contains(":usage:")
+            || k.contains(":audit:seen:")
+            || k.contains(":audit:rid:")
+    };
+    let checked: Vec<&String> = keys.iter().filter(|k| per_request(k)).collect();
+    assert!(checked.len() > 10, "the run wrote such keys: {keys:?}");
+    for key in checked {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,292 @@
+//! The exact-cache lookup, started beside admission instead of after it.
+//!
+//! On Redis, admission and the cache `GET` are each a round trip. Both depend only on the
+//! request as parsed, unless the shield rewrites it: so [`PrefetchLayer`] (between the body
+//! parse and admission) starts the `GET` for the key of the request as it arrived and drives
+//! it alongside the rest of the request, and the cache layer takes the answer from
+//! [`Prefetched`] when the body reached it unchanged. When the shield redacted the body the
+//! prefetched answer is dropped uncounted and the cache layer looks up the redacted key as
+//! before, so a key is never computed from text the shield removed.
+//!
+//! The prefetch never outlives the request: once the inner service answers (a refusal, a
+//! block, a hit, or the response head of a miss), an unfinished lookup is dropped.
+//!
+//! Reads `Arc<RequestContext>`, [`ParsedBody`] and the `x-sentinel-cache` request header;
+//! inserts [`Prefetched`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::future::{self, BoxFuture, Either};
+use http::Request;
+use tokio::sync::{oneshot, Mutex};
+use tower::{Layer, Service};
+
+use super::{key, Cache, Fetched, Mode};
+use crate::context::{ApiRequest, ParsedBody};
+use crate::tenancy::RequestContext;
+
+/// The lookup started for the request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    /// The exact key of the request as parsed.
+    pub key: String,
+    answer: Arc<Mutex<Option<oneshot::Receiver<Fetched>>>>,
+}
+
+impl Prefetched {
+    /// The lookup's result, `None` when it was already taken or did not finish.
+    pub async fn take(&self) -> Option<Fetched> {
+        let rx = self.answer.lock().await.take()?;
+        rx.await.ok()
+    }
+}
+
+/// Adds [`Prefetch`].
+#[derive(Debug, Clone)]
+pub struct PrefetchLayer {
+    cache: Arc<Cache>,
+}
+
+impl PrefetchLayer {
+    /// Prefetches from `cache`.
+    pub fn new(cache: Arc<Cache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S> Layer<S> for PrefetchLayer {
+    type Service = Prefetch<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Prefetch {
+            inner,
+            cache: Arc::clone(&self.cache),
+        }
+    }
+}
+
+/// Starts the exact lookup and drives it beside the inner service.
+#[derive(Debug, Clone)]
+pub struct Prefetch<S> {
+    inner: S,
+    cache: Arc<Cache>,
+}
+
+impl<S> Service<Request<Body>> for Prefetch<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some((tenant, key)) = self.lookup_key(&req) else {
+            return Box::pin(inner.call(req));
+        };
+        let (tx, rx) = oneshot::channel();
+        req.extensions_mut().insert(Prefetched {
+            key: key.clone(),
+            answer: Arc::new(Mutex::new(Some(rx))),
+        });
+        let cache = Arc::clone(&self.cache);
+        let lookup = async move {
+            // The receiver may be gone (the request was refused or redacted): nothing to do.
+            let _ = tx.send(cache.fetch(&tenant, &key).await);
+            future::pending::<Infallible>().await
+        };
+        let answer = inner.call(req);
+        Box::pin(async move {
+            match future::select(Box::pin(answer), Box::pin(lookup)).await {
+                Either::Left((resp, _unfinished_lookup)) => resp,
+                Either::Right((never, _)) => match never {},
+            }
+        })
+    }
+}
+
+impl<S> Prefetch<S> {
+    /// The tenant and exact key to look up, when the request will read the exact cache.
+    fn lookup_key(&self, req: &Request<Body>) -> Option<(Arc<str>, String)> {
+        let ext = req.extensions();
+        let caller = ext.get::<Arc<RequestContext>>()?;
+        let ApiRequest::Chat(chat) = &ext.get::<ParsedBody>()?.api else {
+            return None;
+        };
+        if !self.cache.settings_for(&caller.tenant).exact
+            || Mode::from_header(req.headers().get("x-sentinel-cache")) != Mode::Normal
+        {
+            return None;
+        }
+        Some((Arc::clone(&caller.tenant_id), key::exact(chat)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::cache::entry::CachedAnswer;
+    use crate::config::CacheConfig;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{Limits, Store, Tenant};
+    use crate::tasks::Tasks;
+
+    const TENANT: &str = "pf-t";
+
+    async fn cache(dir: &tempfile::TempDir) -> (Arc<Cache>, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("sentinel.db"))
+                .await
+                .unwrap(),
+        );
+        let config = CacheConfig {
+            exact_enabled: true,
+            exact_ttl: Duration::from_secs(60),
+            exact_max_entries: 100,
+            semantic_enabled: false,
+            semantic_ttl: Duration::from_secs(60),
+            semantic_threshold: 0.9,
+            semantic_embedder: "minilm".into(),
+            semantic_model_dir: dir.path().into(),
+            semantic_max_entries: 100,
+        };
+        (
+            Cache::new(Arc::clone(&store), config, Tasks::new(), None),
+            store,
+        )
+    }
+
+    fn request(text: &str) -> Request<Body> {
+        let chat: crate::openai::chat::ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": text}]
+        }))
+        .unwrap();
+        let tenant = Tenant {
+            id: TENANT.into(),
+            name: None,
+            models: Vec::new(),
+            limits: Limits::default(),
+            budget: None,
+            shield: None,
+            judge: None,
+            cache: None,
+        };
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut().insert(Arc::new(RequestContext {
+            tenant: Arc::new(tenant),
+            tenant_id: Arc::from(TENANT),
+            key_id: Arc::from("key_pf"),
+            key_prefix: Arc::from("sk-sntl-pf"),
+            key_limits: Limits::default(),
+        }));
+        req.extensions_mut().insert(ParsedBody {
+            raw: Bytes::new(),
+            api: ApiRequest::Chat(Box::new(chat)),
+            rewritten: false,
+        });
+        req
+    }
+
+    /// An inner service that waits for the prefetched answer before answering: it can only
+    /// finish if the lookup runs beside it, not after it.
+    async fn waits_for_the_lookup(req: Request<Body>) -> Result<Response, Infallible> {
+        let prefetched = req.extensions().get::<Prefetched>().cloned();
+        let hit = match prefetched {
+            Some(p) => p.take().await.and_then(Cache::settle).is_some(),
+            None => false,
+        };
+        let status = if hit {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::NOT_FOUND
+        };
+        Ok(http::Response::builder()
+            .status(status)
+            .body(Body::empty())
+            .unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_lookup_runs_beside_the_inner_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, store) = cache(&dir).await;
+        let req = request("prefetch me");
+        let ParsedBody {
+            api: ApiRequest::Chat(chat),
+            ..
+        } = req.extensions().get::<ParsedBody>().unwrap()
+        else {
+            unreachable!()
+        };
+        let answer = CachedAnswer {
+            cost_nano: 5,
+            body: Bytes::from_static(b"{}"),
+        };
+        store
+            .cache_put(
+                TENANT,
+                &key::exact(chat).unwrap(),
+                &answer.encode(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let svc =
+            PrefetchLayer::new(Arc::clone(&cache)).layer(tower::service_fn(waits_for_the_lookup));
+        let resp = tokio::time::timeout(Duration::from_secs(5), svc.clone().oneshot(req))
+            .await
+            .expect("the inner service got the prefetched answer")
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK, "a hit");
+        let miss =
+            tokio::time::timeout(Duration::from_secs(5), svc.oneshot(request("never stored")))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(miss.status(), http::StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_prefetched_when_the_client_bypasses_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = cache(&dir).await;
+        let svc =
+            PrefetchLayer::new(cache).layer(tower::service_fn(|req: Request<Body>| async move {
+                let status = if req.extensions().get::<Prefetched>().is_some() {
+                    http::StatusCode::OK
+                } else {
+                    http::StatusCode::NO_CONTENT
+                };
+                Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+            }));
+        let mut bypass = request("bypassed");
+        bypass
+            .headers_mut()
+            .insert("x-sentinel-cache", http::HeaderValue::from_static("bypass"));
+        let resp = svc.clone().oneshot(bypass).await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::NO_CONTENT);
+        let resp = svc.oneshot(request("normal")).await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+    }
+}
