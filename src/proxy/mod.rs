@@ -515,8 +515,9 @@ impl Call<'_> {
             (None, Endpoint::Chat) => completion.estimate_completion(&body),
             _ => None,
         };
+        // A complete answer is cached as its bytes; only the judge needs its text.
         let answer_text = completion
-            .wants_answer()
+            .judge_wants_answer()
             .then(|| answer_text(&body))
             .flatten();
         let (body, blocked) = match &self.meta.response_guard {

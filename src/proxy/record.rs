@@ -155,9 +155,14 @@ pub struct Ending<'a> {
 }
 
 impl Completion {
-    /// Whether the answer's text is wanted (sampled for the judge, or to be cached).
+    /// Whether a stream's text is wanted (sampled for the judge, or assembled to be cached).
     pub fn wants_answer(&self) -> bool {
         self.fill.is_some() || self.ledger.as_ref().is_some_and(Ledger::wants_answer)
+    }
+
+    /// Whether the judge sampled the answer (a complete answer is cached as its bytes).
+    pub fn judge_wants_answer(&self) -> bool {
+        self.ledger.as_ref().is_some_and(Ledger::wants_answer)
     }
 
     /// Completion tokens of a non-streaming answer's text, for an upstream without usage.

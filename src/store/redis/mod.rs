@@ -101,8 +101,7 @@ impl RedisStore {
         let connecting = async {
             match target {
                 RedisTarget::Standalone(url) => {
-                    let client = redis::Client::open(url.as_str())
-                        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+                    let client = client(&url)?;
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(connect_timeout))
                         .set_response_timeout(Some(op_timeout))
@@ -116,15 +115,15 @@ impl RedisStore {
                 RedisTarget::Cluster(nodes) => {
                     let pubsub = nodes
                         .iter()
-                        .map(|url| redis::Client::open(url.as_str()))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+                        .map(|url| client(url))
+                        .collect::<Result<Vec<_>, _>>()?;
                     if pubsub.is_empty() {
                         return Err(StoreError::Unavailable(
                             "no redis cluster nodes configured".into(),
                         ));
                     }
                     let client = ClusterClientBuilder::new(nodes)
+                        .tcp_settings(tcp_settings())
                         .connection_timeout(connect_timeout)
                         .response_timeout(op_timeout)
                         .retries(3)
@@ -652,6 +651,21 @@ impl Store for RedisStore {
 }
 
 // === Conn ===
+
+/// Without `TCP_NODELAY` (redis-rs leaves Nagle on by default) a command written while an
+/// earlier one is unacknowledged waits for that acknowledgement: admission could wait behind
+/// an audit write's round trip.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+fn client(url: &str) -> Result<redis::Client, StoreError> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?
+        .set_tcp_settings(tcp_settings());
+    redis::Client::open(info)
+        .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))
+}
 
 /// One connection type for both deployments; both variants multiplex and are cheap to clone.
 #[derive(Clone)]
