@@ -50,10 +50,10 @@ const SEP: char = '\u{1f}';
 /// 14 usage ttl s, 15 window ttl ms, 16 record time (Unix ms), 17 key field prefix, then one
 /// delta per window bucket.
 const RECORD: &str = r"
-if redis.call('EXISTS', KEYS[6]) == 1 then
+-- The seal marker is set only when absent: a replayed record stops here.
+if not redis.call('SET', KEYS[6], '1', 'EX', ARGV[2], 'NX') then
   return 0
 end
-redis.call('SET', KEYS[6], '1', 'EX', ARGV[2])
 -- The entry id follows the record's time (so time ranges are id ranges), never going below
 -- the newest entry: a record written late (replayed, or behind a concurrent writer) takes the
 -- newest entry's millisecond. The stream's top is read only when the record's own time is
