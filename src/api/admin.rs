@@ -261,16 +261,7 @@ pub async fn create_tenant(State(store): State<AdminState>, body: AdminBody) -> 
                 format!("tenant `{id}` already exists"),
             ));
         }
-        let mut tenant = Tenant {
-            id,
-            name: None,
-            models: Vec::new(),
-            limits: Limits::default(),
-            budget: None,
-            shield: None,
-            judge: None,
-            cache: None,
-        };
+        let mut tenant = Tenant::new(id);
         apply(&mut tenant, input)?;
         store
             .put_tenant(&tenant)

@@ -177,16 +177,7 @@ mod tests {
             "model": "m", "messages": [{"role": "user", "content": text}]
         }))
         .unwrap();
-        let tenant = Tenant {
-            id: TENANT.into(),
-            name: None,
-            models: Vec::new(),
-            limits: Limits::default(),
-            budget: None,
-            shield: None,
-            judge: None,
-            cache: None,
-        };
+        let tenant = Tenant::new(TENANT);
         let mut req = Request::new(Body::empty());
         req.extensions_mut().insert(Arc::new(RequestContext {
             tenant: Arc::new(tenant),

@@ -12,7 +12,7 @@ use crate::context::{ApiRequest, ParsedBody, RequestId};
 use crate::metering::Meter;
 use crate::providers::Endpoint;
 use crate::proxy::{Proxy, RequestMeta};
-use crate::store::{Limits, Tenant};
+use crate::store::Tenant;
 use crate::tenancy::RequestContext;
 
 /// The reserved tenant remote embeddings are metered under.
@@ -32,14 +32,8 @@ impl GatewayEmbed {
     /// Embeds with the configured model `model`.
     pub fn new(proxy: Arc<Proxy>, meter: Arc<Meter>, model: &str) -> Self {
         let tenant = Tenant {
-            id: CACHE_TENANT.into(),
             name: Some("semantic cache embeddings".into()),
-            models: Vec::new(),
-            limits: Limits::default(),
-            budget: None,
-            shield: None,
-            judge: None,
-            cache: None,
+            ..Tenant::new(CACHE_TENANT)
         };
         Self {
             proxy,

@@ -69,16 +69,7 @@ pub async fn run(
                     )));
                 }
                 store
-                    .put_tenant(&crate::store::Tenant {
-                        id: tenant.clone(),
-                        name: None,
-                        models: Vec::new(),
-                        limits: crate::store::Limits::default(),
-                        budget: None,
-                        shield: None,
-                        judge: None,
-                        cache: None,
-                    })
+                    .put_tenant(&crate::store::Tenant::new(tenant.clone()))
                     .await?;
                 writeln!(out, "created tenant {tenant}")?;
             }

@@ -47,14 +47,8 @@ impl Workers {
         config: JudgeConfig,
     ) -> Arc<Self> {
         let tenant = Tenant {
-            id: JUDGE_TENANT.into(),
             name: Some("LLM-as-judge calls".into()),
-            models: Vec::new(),
-            limits: Limits::default(),
-            budget: None,
-            shield: None,
-            judge: None,
-            cache: None,
+            ..Tenant::new(JUDGE_TENANT)
         };
         let caller = Arc::new(RequestContext {
             tenant_id: Arc::from(JUDGE_TENANT),

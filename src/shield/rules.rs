@@ -160,16 +160,7 @@ mod tests {
     #[test]
     fn policies_are_cached_per_override_and_recompiled_when_it_changes() {
         let g = Guardrails::new(&RawShield::default()).unwrap();
-        let mut t = Tenant {
-            id: "t".into(),
-            name: None,
-            models: Vec::new(),
-            limits: crate::store::Limits::default(),
-            budget: None,
-            shield: None,
-            judge: None,
-            cache: None,
-        };
+        let mut t = Tenant::new("t");
         assert!(!g.policy_for(&t).is_active());
         t.shield = Some(RawShield {
             pii: rule(ShieldAction::Block),

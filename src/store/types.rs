@@ -30,6 +30,22 @@ pub struct Tenant {
     pub judge: Option<crate::config::raw::RawTenantJudge>,
 }
 
+impl Tenant {
+    /// A tenant with no name, model allow-list, limits, budget or overrides.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: None,
+            models: Vec::new(),
+            limits: Limits::default(),
+            budget: None,
+            shield: None,
+            cache: None,
+            judge: None,
+        }
+    }
+}
+
 /// Requests and tokens per minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {

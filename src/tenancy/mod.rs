@@ -261,16 +261,7 @@ pub async fn bootstrap(
         let mut tenant = store
             .get_tenant(&declared.id)
             .await?
-            .unwrap_or_else(|| Tenant {
-                id: declared.id.clone(),
-                name: None,
-                models: Vec::new(),
-                limits: crate::store::Limits::default(),
-                budget: None,
-                shield: None,
-                judge: None,
-                cache: None,
-            });
+            .unwrap_or_else(|| Tenant::new(declared.id.clone()));
         tenant.name.clone_from(&declared.name);
         tenant.models.clone_from(&declared.models);
         tenant.limits = declared.limits;

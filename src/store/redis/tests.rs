@@ -21,16 +21,7 @@ async fn standalone(server: &RedisServer) -> RedisStore {
 }
 
 fn tenant(id: &str) -> Tenant {
-    Tenant {
-        id: id.into(),
-        name: None,
-        models: Vec::new(),
-        limits: crate::store::Limits::default(),
-        budget: None,
-        shield: None,
-        judge: None,
-        cache: None,
-    }
+    Tenant::new(id)
 }
 
 async fn next_change(changes: &mut (impl Stream<Item = String> + Unpin)) -> String {
