@@ -10,8 +10,6 @@
 //! order and formatting of what the client sent do not matter, and no intermediate JSON tree
 //! or string is built. A domain tag keeps exact keys and semantic partitions apart.
 
-use std::io;
-
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -82,25 +80,11 @@ impl<'a> KeyView<'a> {
     }
 }
 
-/// Feeds serialised bytes into the digest.
-struct HashWriter(Sha256);
-
-impl io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn digest(domain: &[u8], view: &KeyView<'_>) -> Option<String> {
-    let mut hasher = HashWriter(Sha256::new());
-    hasher.0.update(domain);
+    let mut hasher = Sha256::new();
+    hasher.update(domain);
     serde_json::to_writer(&mut hasher, view).ok()?;
-    Some(crate::store::hex(&hasher.0.finalize()))
+    Some(crate::store::hex(&hasher.finalize()))
 }
 
 /// The exact-cache key of a chat request.

@@ -88,13 +88,18 @@ async fn lookup(
             Some(f) => f,
             None => cache.fetch(tenant, k).await,
         };
-        if let Some(answer) = Cache::settle(fetched) {
+        if let Some(answer) = Cache::settle(&fetched) {
             return Some((answer, Kind::Exact));
         }
     }
     let ((partition, text), semantic) = (semantic_view?, cache.semantic()?);
     let k = semantic.find(tenant, partition, text).await?;
-    cache.get(tenant, &k).await.map(|a| (a, Kind::Semantic))
+    // Decoded without counting: this is the semantic lookup's hit, not an exact one.
+    cache
+        .fetch(tenant, &k)
+        .await
+        .decode()
+        .map(|a| (a, Kind::Semantic))
 }
 
 /// Where a hit came from.
@@ -132,6 +137,8 @@ where
         let cache = Arc::clone(&self.cache);
         let traced = self.traced;
         Box::pin(async move {
+            // Taken out so an unused early answer is freed now, not with the request.
+            let prefetched = req.extensions_mut().remove::<Prefetched>();
             let ext = req.extensions();
             let (
                 Some(caller),
@@ -161,9 +168,13 @@ where
             let (stream, include_usage) = (chat.is_stream(), chat.client_wants_stream_usage());
             // The lookup started beside admission is for the body as it arrived: usable only
             // when the shield left it as it was.
-            let prefetched = ext.get::<Prefetched>().filter(|_| !*rewritten);
+            let prefetched = prefetched.filter(|_| !*rewritten);
             let exact_key = match &prefetched {
-                Some(p) => Some(p.key.clone()),
+                Some(p) => {
+                    // Only the shield changes the body, and it says so in `rewritten`.
+                    debug_assert_eq!(Some(&p.key), key::exact(chat).as_ref());
+                    Some(p.key.clone())
+                }
                 None => key::exact(chat),
             };
             let semantic_view = settings.semantic.then(|| key::semantic(chat)).flatten();
@@ -177,7 +188,7 @@ where
                     &cache,
                     &caller.tenant_id,
                     exact,
-                    prefetched,
+                    prefetched.as_ref(),
                     semantic_view.as_ref(),
                 )
                 .await;

@@ -38,6 +38,22 @@ static EXACT_MISSES: LazyLock<Counter> = LazyLock::new(
 #[derive(Debug)]
 pub struct Fetched(StoreResult<Option<Vec<u8>>>);
 
+impl Fetched {
+    /// The entry, not counted as a lookup; store errors (counted and logged) and undecodable
+    /// entries are `None`.
+    pub fn decode(&self) -> Option<CachedAnswer> {
+        match &self.0 {
+            Ok(Some(bytes)) => CachedAnswer::decode(bytes),
+            Ok(None) => None,
+            Err(e) => {
+                metrics::counter!(names::STORE_ERRORS, "op" => "cache_get").increment(1);
+                tracing::debug!(error = %e, "cache lookup failed; treated as a miss");
+                None
+            }
+        }
+    }
+}
+
 /// How a request may use the cache (`x-sentinel-cache` request header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -175,39 +191,21 @@ impl Cache {
         }
     }
 
-    /// An exact lookup; store errors and undecodable entries are misses.
-    pub async fn get(&self, tenant: &str, key: &str) -> Option<CachedAnswer> {
-        Self::settle(self.fetch(tenant, key).await)
-    }
-
     /// The store's answer for `key`, not yet counted: a [`prefetch`] may be thrown away.
     pub async fn fetch(&self, tenant: &str, key: &str) -> Fetched {
         Fetched(self.store.cache_get(tenant, key).await)
     }
 
-    /// Counts a fetched lookup and decodes it; store errors and undecodable entries are misses.
-    pub fn settle(fetched: Fetched) -> Option<CachedAnswer> {
-        match fetched.0 {
-            Ok(Some(bytes)) => {
-                let hit = CachedAnswer::decode(&bytes);
-                if hit.is_some() {
-                    EXACT_HITS.increment(1);
-                } else {
-                    EXACT_MISSES.increment(1);
-                }
-                hit
-            }
-            Ok(None) => {
-                EXACT_MISSES.increment(1);
-                None
-            }
-            Err(e) => {
-                EXACT_MISSES.increment(1);
-                metrics::counter!(names::STORE_ERRORS, "op" => "cache_get").increment(1);
-                tracing::debug!(error = %e, "cache lookup failed; treated as a miss");
-                None
-            }
+    /// Counts a fetched exact lookup and decodes it; store errors and undecodable entries are
+    /// misses.
+    pub fn settle(fetched: &Fetched) -> Option<CachedAnswer> {
+        let hit = fetched.decode();
+        if hit.is_some() {
+            EXACT_HITS.increment(1);
+        } else {
+            EXACT_MISSES.increment(1);
         }
+        hit
     }
 
     /// The semantic side, if on.

@@ -6,7 +6,11 @@
 //! it alongside the rest of the request, and the cache layer takes the answer from
 //! [`Prefetched`] when the body reached it unchanged. When the shield redacted the body the
 //! prefetched answer is dropped uncounted and the cache layer looks up the redacted key as
-//! before, so a key is never computed from text the shield removed.
+//! before: nothing keyed on text the shield removed is ever used or stored. (The early `GET`
+//! itself does carry the SHA-256 of the request as sent to the store.)
+//!
+//! The trade: a request that admission then refuses has cost one `GET`, and a redacted one
+//! two.
 //!
 //! The prefetch never outlives the request: once the inner service answers (a refusal, a
 //! block, a hit, or the response head of a miss), an unfinished lookup is dropped.
@@ -199,7 +203,7 @@ mod tests {
     async fn waits_for_the_lookup(req: Request<Body>) -> Result<Response, Infallible> {
         let prefetched = req.extensions().get::<Prefetched>().cloned();
         let hit = match prefetched {
-            Some(p) => p.take().await.and_then(Cache::settle).is_some(),
+            Some(p) => p.take().await.as_ref().and_then(Cache::settle).is_some(),
             None => false,
         };
         let status = if hit {

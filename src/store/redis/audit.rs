@@ -186,7 +186,7 @@ impl RedisStore {
         let mut window_ttl = 0;
         for w in &o.settle.windows {
             inv.key(keys::window(&w.scope, w.taken_at_ms / w.window_ms.max(1)));
-            window_ttl = window_ttl.max(w.window_ms.saturating_mul(2));
+            window_ttl = window_ttl.max(super::bucket_ttl_ms(w.window_ms));
         }
         inv.arg(json)
             .arg(self.retention_secs())

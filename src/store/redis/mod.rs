@@ -405,7 +405,7 @@ impl CounterStore for RedisStore {
                 .arg(w)
                 .arg(amount)
                 .arg(now_ms % w)
-                .arg(w.saturating_mul(2))
+                .arg(bucket_ttl_ms(w))
                 .invoke_async(&mut conn)
                 .await?;
             Ok(WindowDecision {
@@ -443,7 +443,7 @@ impl CounterStore for RedisStore {
             .arg(takes.len())
             .arg(w)
             .arg(now_ms % w)
-            .arg(w.saturating_mul(2))
+            .arg(bucket_ttl_ms(w))
             .arg(u8::from(budget.is_some()));
         for t in takes {
             invocation.arg(t.limit).arg(t.amount);
@@ -499,7 +499,7 @@ impl CounterStore for RedisStore {
             let _: i64 = WINDOW_ADJUST_SCRIPT
                 .key(bucket)
                 .arg(delta)
-                .arg(w.saturating_mul(2))
+                .arg(bucket_ttl_ms(w))
                 .invoke_async(&mut conn)
                 .await?;
             Ok(())
@@ -651,6 +651,14 @@ impl Store for RedisStore {
 }
 
 // === Conn ===
+
+/// How long a window bucket lives: it counts as the previous window until its successor ends,
+/// two windows after its own start by the clock of whichever replica reads it. The third
+/// window is slack for replicas whose clocks run behind the one that created it (the bucket
+/// gets its expiry once, when created).
+pub(super) fn bucket_ttl_ms(window_ms: u64) -> u64 {
+    window_ms.saturating_mul(3)
+}
 
 /// Without `TCP_NODELAY` (redis-rs leaves Nagle on by default) a command written while an
 /// earlier one is unacknowledged waits for that acknowledgement: admission could wait behind
