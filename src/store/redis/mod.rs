@@ -391,12 +391,7 @@ impl CounterStore for RedisStore {
         now_ms: u64,
     ) -> StoreResult<WindowDecision> {
         let w = window_ms(window);
-        let bucket = now_ms / w;
-        // Bucket 0 has no predecessor; u64::MAX is never a live bucket.
-        let (current, previous) = (
-            keys::window(scope, bucket),
-            keys::window(scope, bucket.wrapping_sub(1)),
-        );
+        let (current, previous) = bucket_keys(scope, now_ms / w);
         self.run(|mut conn| async move {
             let (allowed, count, retry): (i64, i64, i64) = WINDOW_TAKE_SCRIPT
                 .key(current)
@@ -408,11 +403,7 @@ impl CounterStore for RedisStore {
                 .arg(bucket_ttl_ms(w))
                 .invoke_async(&mut conn)
                 .await?;
-            Ok(WindowDecision {
-                allowed: allowed == 1,
-                count: non_negative(count, "window count")?,
-                retry_after_ms: non_negative(retry, "retry_after_ms")?,
-            })
+            window_decision(allowed, count, retry)
         })
         .await
     }
@@ -431,10 +422,8 @@ impl CounterStore for RedisStore {
         let bucket = now_ms / w;
         let mut invocation = ADMIT_SCRIPT.prepare_invoke();
         for t in takes {
-            // Bucket 0 has no predecessor; u64::MAX is never a live bucket.
-            invocation
-                .key(keys::window(&t.scope, bucket))
-                .key(keys::window(&t.scope, bucket.wrapping_sub(1)));
+            let (current, previous) = bucket_keys(&t.scope, bucket);
+            invocation.key(current).key(previous);
         }
         if let Some(b) = budget {
             invocation.key(keys::budget(&b.tenant, &b.period));
@@ -467,13 +456,7 @@ impl CounterStore for RedisStore {
         let (windows, spend) = flat.split_at(3 * takes.len());
         let decisions = windows
             .chunks_exact(3)
-            .map(|d| {
-                Ok(WindowDecision {
-                    allowed: d[0] == 1,
-                    count: non_negative(d[1], "window count")?,
-                    retry_after_ms: non_negative(d[2], "retry_after_ms")?,
-                })
-            })
+            .map(|d| window_decision(d[0], d[1], d[2]))
             .collect::<StoreResult<Vec<_>>>()?;
         let spend = match spend {
             [allowed, spent_nano, reserved_nano] => Some(BudgetDecision {
@@ -651,6 +634,24 @@ impl Store for RedisStore {
 }
 
 // === Conn ===
+
+/// The keys of a window's current and previous bucket. Bucket 0 has no predecessor;
+/// `u64::MAX` is never a live bucket.
+fn bucket_keys(scope: &str, bucket: u64) -> (String, String) {
+    (
+        keys::window(scope, bucket),
+        keys::window(scope, bucket.wrapping_sub(1)),
+    )
+}
+
+/// A window take's answer as the scripts return it: allowed (`1`/`0`), count, retry ms.
+fn window_decision(allowed: i64, count: i64, retry: i64) -> StoreResult<WindowDecision> {
+    Ok(WindowDecision {
+        allowed: allowed == 1,
+        count: non_negative(count, "window count")?,
+        retry_after_ms: non_negative(retry, "retry_after_ms")?,
+    })
+}
 
 /// How long a window bucket lives: it counts as the previous window until its successor ends,
 /// two windows after its own start by the clock of whichever replica reads it. The third
