@@ -3,7 +3,7 @@
 //! in-memory windows and budget entries the embedded store uses.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::store::embedded::counters::{Budgets, Sharded, WindowEntry};
@@ -13,9 +13,10 @@ use crate::store::{BudgetDecision, WindowDecision};
 pub struct LocalCounters {
     windows: Sharded<WindowEntry>,
     budgets: Budgets,
-    /// Last spend the shared store reported per `(tenant, period)`, nano-USD: the starting
-    /// point of a local budget when the store goes away.
-    last_spent: std::sync::RwLock<HashMap<(String, String), i64>>,
+    /// Last spend the shared store reported per tenant and period, nano-USD: the starting
+    /// point of a local budget when the store goes away. Noted on every admitted request with
+    /// a budget, so a known pair is updated under the read lock without allocating.
+    last_spent: std::sync::RwLock<HashMap<String, HashMap<String, AtomicI64>>>,
     entries: AtomicU64,
 }
 
@@ -73,8 +74,16 @@ impl LocalCounters {
 
     /// Remembers the spend the store reported, for a later fallback.
     pub fn note_spent(&self, tenant: &str, period: &str, spent: i64) {
+        if let Ok(map) = self.last_spent.read() {
+            if let Some(known) = map.get(tenant).and_then(|p| p.get(period)) {
+                known.store(spent, Ordering::Relaxed);
+                return;
+            }
+        }
         if let Ok(mut map) = self.last_spent.write() {
-            map.insert((tenant.to_owned(), period.to_owned()), spent);
+            map.entry(tenant.to_owned())
+                .or_default()
+                .insert(period.to_owned(), AtomicI64::new(spent));
         }
     }
 
@@ -91,7 +100,11 @@ impl LocalCounters {
             .last_spent
             .read()
             .ok()
-            .and_then(|m| m.get(&(tenant.to_owned(), period.to_owned())).copied())
+            .and_then(|m| {
+                m.get(tenant)
+                    .and_then(|p| p.get(period))
+                    .map(|s| s.load(Ordering::Relaxed))
+            })
             .unwrap_or(0);
         self.budgets
             .with(tenant, period, |e| {
@@ -108,5 +121,31 @@ impl LocalCounters {
         self.budgets
             .with(tenant, period, |e| e.settle(reserved, actual))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_budget_starts_from_the_last_spend_the_store_reported() {
+        let local = LocalCounters::default();
+        local.note_spent("t", "2026-11", 100);
+        // The latest report wins; other tenants and periods are separate.
+        local.note_spent("t", "2026-11", 900);
+        local.note_spent("t", "2026-12", 10);
+        let d = local.budget_reserve("t", "2026-11", 50, 1_000, true).await;
+        assert_eq!((d.allowed, d.spent), (true, 900));
+        assert!(
+            !local
+                .budget_reserve("t", "2026-11", 100, 1_000, true)
+                .await
+                .allowed
+        );
+        let other = local.budget_reserve("u", "2026-11", 50, 1_000, true).await;
+        assert_eq!((other.allowed, other.spent), (true, 0));
+        let next = local.budget_reserve("t", "2026-12", 50, 1_000, true).await;
+        assert_eq!(next.spent, 10);
     }
 }
