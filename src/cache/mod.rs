@@ -171,6 +171,16 @@ impl Cache {
         })
     }
 
+    /// Whether `tenant` uses the exact cache: its switch over the global one. Unlike
+    /// [`Cache::settings_for`] it parses no TTL, so the prefetch can ask on every request.
+    pub fn reads_exact(&self, tenant: &Tenant) -> bool {
+        tenant
+            .cache
+            .as_ref()
+            .and_then(|c| c.exact)
+            .unwrap_or(self.config.exact_enabled)
+    }
+
     /// The settings of `tenant`: its switches over the global ones.
     pub fn settings_for(&self, tenant: &Tenant) -> Settings {
         let over = tenant.cache.as_ref();
@@ -179,9 +189,7 @@ impl Cache {
             .and_then(|t| humantime::parse_duration(t).ok())
             .filter(|d| !d.is_zero());
         Settings {
-            exact: over
-                .and_then(|c| c.exact)
-                .unwrap_or(self.config.exact_enabled),
+            exact: self.reads_exact(tenant),
             semantic: self.semantic.is_some()
                 && over
                     .and_then(|c| c.semantic)

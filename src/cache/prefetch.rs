@@ -128,7 +128,7 @@ impl<S> Prefetch<S> {
         let ApiRequest::Chat(chat) = &ext.get::<ParsedBody>()?.api else {
             return None;
         };
-        if !self.cache.settings_for(&caller.tenant).exact
+        if !self.cache.reads_exact(&caller.tenant)
             || Mode::from_header(req.headers().get("x-sentinel-cache")) != Mode::Normal
         {
             return None;
