@@ -2,7 +2,8 @@
 //!
 //! The request path, outermost first (assembled in [`server::stack`], which documents every
 //! layer and the extensions they insert and read):
-//! 1. [`server`] accepts the connection (TCP_NODELAY, header-read timeout, graceful drain).
+//! 1. [`server`] accepts the connection (TCP_NODELAY, header-read timeout, graceful drain) on
+//!    one of the serving [`lanes`], which runs the whole request on its own thread.
 //! 2. [`middleware::request_id`], [`middleware::auth`] (keys through the [`tenancy`] cache).
 //! 3. [`middleware::parse`] reads the body once, bounded, into [`openai`] wire types.
 //! 4. [`middleware::admit`] opens the request's [`metering::Ledger`] and applies the tenant's
@@ -27,6 +28,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod judge;
+pub mod lanes;
 pub mod metering;
 pub mod middleware;
 pub mod mock_provider;

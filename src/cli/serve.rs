@@ -22,6 +22,7 @@ use crate::tasks::Tasks;
 use crate::telemetry;
 use crate::tenancy::{self, Tenancy};
 use crate::tokens::Tokenizer;
+use tokio_util::sync::CancellationToken;
 
 /// Sampled answers waiting for the judge; a full queue drops the sample (counted).
 const JUDGE_QUEUE: usize = 1024;
@@ -87,7 +88,6 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let app = stack::app(&state);
     let listener = server::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
 
     let shutdown = tasks.shutdown_token();
     let signal_token = shutdown.clone();
@@ -97,16 +97,22 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
             () = signal_token.cancelled() => {}
         }
     });
-    let clean = server::serve(
+    let mut lanes = server::serve_lanes(
         listener,
+        config.server.workers,
         app,
         &tasks,
         shutdown,
-        config.server.header_read_timeout,
-        config.server.shutdown_grace,
+        server::ServeOptions {
+            header_read_timeout: config.server.header_read_timeout,
+            grace: config.server.shutdown_grace,
+        },
+        lane_start(&store, &tasks),
     )
-    .await;
-    if !clean {
+    .await?;
+    tracing::info!(%addr, lanes = config.server.workers, version = env!("CARGO_PKG_VERSION"), "listening");
+
+    if !lanes.stopped().await {
         tracing::warn!("shutdown grace elapsed with requests still in flight; they were cut");
     }
     // The audit writer stops once the last handle on its queue is gone: the state's here, the
@@ -122,8 +128,43 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     if let Err(err) = store.flush().await {
         tracing::error!(error = %err, "final store flush failed");
     }
+    lanes.release().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What each serving lane does before it accepts: open its own store connection and keep it
+/// checked.
+fn lane_start(store: &Arc<dyn crate::store::Store>, tasks: &Tasks) -> server::LaneStart {
+    let (store, tasks) = (Arc::clone(store), tasks.clone());
+    Arc::new(move |lane| {
+        let (store, tasks) = (Arc::clone(&store), tasks.clone());
+        Box::pin(async move {
+            store.attach_lane(lane).await;
+            tasks.spawn(
+                "lane-store-ping",
+                ping_lane_store(store, tasks.shutdown_token()),
+            );
+        })
+    })
+}
+
+/// Pings the store through the calling lane's connection until shutdown: an idle lane's
+/// connection reconnects after an outage before a request needs it, and `/health` reports the
+/// store ok only once every lane's does.
+async fn ping_lane_store(store: Arc<dyn crate::store::Store>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(tenancy::WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(err) = store.ping().await {
+                    tracing::debug!(error = %err, "lane store ping failed");
+                }
+            }
+        }
+    }
 }
 
 /// The accounting half of the state: tokenizer, admission, audit writer, judge, meter, and

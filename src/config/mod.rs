@@ -199,6 +199,8 @@ pub struct ServerConfig {
     pub api_timeout: Duration,
     pub max_response_bytes: NonZeroUsize,
     pub cors_allowed_origins: Vec<String>,
+    /// Serving lanes, each a thread with its own runtime and connections ([`crate::lanes`]).
+    pub workers: usize,
 }
 
 /// `[store]`.

@@ -42,6 +42,8 @@ pub struct RawServer {
     pub max_response_bytes: u64,
     /// CORS is off unless origins are listed here (`["*"]` allows any).
     pub cors_allowed_origins: Vec<String>,
+    /// Serving lanes (threads); unset or 0: one per available core.
+    pub workers: Option<u64>,
 }
 
 impl Default for RawServer {
@@ -55,6 +57,7 @@ impl Default for RawServer {
             api_timeout: "30s".into(),
             max_response_bytes: 64 * 1024 * 1024,
             cors_allowed_origins: Vec::new(),
+            workers: None,
         }
     }
 }

@@ -366,3 +366,15 @@ fn redis_store_needs_a_url_and_masks_its_password() {
         StoreConfig::Redis { cluster: true, .. }
     ));
 }
+
+#[test]
+fn serving_lanes_default_to_the_cores_and_are_bounded() {
+    let key = [("OPENAI_API_KEY", "k")];
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(load(MINIMAL, &key).unwrap().server.workers, cores);
+    let with = |workers: &str| format!("{MINIMAL}\n[server]\nworkers = {workers}\n");
+    assert_eq!(load(&with("0"), &key).unwrap().server.workers, cores);
+    assert_eq!(load(&with("3"), &key).unwrap().server.workers, 3);
+    let err = load(&with("5000"), &key).unwrap_err().to_string();
+    assert!(err.contains("server.workers"), "{err}");
+}

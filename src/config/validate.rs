@@ -377,7 +377,22 @@ fn server(raw: &raw::RawServer) -> Result<ServerConfig, Problem> {
         api_timeout: duration("server.api_timeout", &raw.api_timeout)?,
         max_response_bytes: non_zero("server.max_response_bytes", raw.max_response_bytes)?,
         cors_allowed_origins: raw.cors_allowed_origins.clone(),
+        workers: workers(raw.workers)?,
     })
+}
+
+/// Most serving lanes a config may ask for; beyond the core count they only add switching.
+const MAX_WORKERS: u64 = 1024;
+
+fn workers(raw: Option<u64>) -> Result<usize, Problem> {
+    match raw {
+        None | Some(0) => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+        Some(n) if n > MAX_WORKERS => Err(problem(
+            "server.workers",
+            format!("{n} is more than {MAX_WORKERS}"),
+        )),
+        Some(n) => usize::try_from(n).map_err(|_| problem("server.workers", "too large")),
+    }
 }
 
 fn providers(

@@ -54,7 +54,7 @@ pub static X_SENTINEL_CACHE: HeaderName = HeaderName::from_static("x-sentinel-ca
 pub struct Proxy {
     models: HashMap<Arc<str>, ModelRoutes>,
     providers: Vec<Arc<ProviderRuntime>>,
-    client: attempt::UpstreamClient,
+    client: crate::lanes::PerLane<attempt::UpstreamClient>,
     request_timeout: Duration,
     max_response_bytes: usize,
     /// Owns the drains of streams whose clients went away.
@@ -132,7 +132,8 @@ impl Proxy {
             let routes = ModelRoutes::new(m, routes);
             models.insert(Arc::clone(&routes.name), routes);
         }
-        let client = attempt::client();
+        // Each lane pools its own upstream connections, so their tasks run on its thread.
+        let client = crate::lanes::PerLane::filled(config.server.workers, attempt::client);
         Ok(Self {
             models,
             providers,
@@ -288,7 +289,7 @@ impl Call<'_> {
                 let in_flight = route.latency.start();
                 self.start_attempt(route, target);
                 let result = attempt::send(
-                    &self.proxy.client,
+                    self.proxy.client.get(),
                     target,
                     upstream_body.clone(),
                     head_timeout,

@@ -5,6 +5,9 @@
 //! auto (HTTP/1.1 + h2c) builder with a header-read timeout against slow clients. On
 //! SIGTERM/SIGINT the listener closes at once, in-flight requests and streams get up to
 //! `shutdown_grace`, then background work drains.
+//!
+//! [`serve_lanes`] runs the accept loop on every serving lane ([`crate::lanes`]): each lane
+//! thread accepts from its own handle on the one listening socket and serves what it accepted.
 
 pub mod routes;
 pub mod stack;
@@ -33,6 +36,155 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start serving lane {lane}: {source}")]
+    Lane { lane: usize, source: std::io::Error },
+}
+
+/// How every lane serves its connections.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub header_read_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Runs before a lane accepts, on the lane's runtime (e.g. to open its own connections).
+pub type LaneStart =
+    std::sync::Arc<dyn Fn(usize) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// The serving lanes, started by [`serve_lanes`].
+#[derive(Debug)]
+pub struct Lanes {
+    done: Vec<tokio::sync::oneshot::Receiver<bool>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    release: CancellationToken,
+}
+
+/// Starts `count` lane threads serving `app` from `listener` until `shutdown` is cancelled.
+/// Returns once every lane has run `on_start` and is accepting.
+pub async fn serve_lanes(
+    listener: TcpListener,
+    count: usize,
+    app: Router,
+    tasks: &Tasks,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+    on_start: LaneStart,
+) -> Result<Lanes, ServeError> {
+    let listener = listener
+        .into_std()
+        .map_err(|source| ServeError::Lane { lane: 0, source })?;
+    let release = CancellationToken::new();
+    let mut lanes = Lanes {
+        done: Vec::with_capacity(count),
+        threads: Vec::with_capacity(count),
+        release: release.clone(),
+    };
+    let mut ready = Vec::with_capacity(count);
+    for lane in 0..count.max(1) {
+        let lane_err = |source| ServeError::Lane { lane, source };
+        let listener = listener.try_clone().map_err(lane_err)?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (app, tasks, shutdown, options, on_start, release) = (
+            app.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+            options.clone(),
+            on_start.clone(),
+            release.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("sentinel-lane-{lane}"))
+            .spawn(move || {
+                crate::lanes::enter(lane);
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    on_start(lane).await;
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let clean = serve(
+                        listener,
+                        app,
+                        &tasks,
+                        shutdown,
+                        options.header_read_timeout,
+                        options.grace,
+                    )
+                    .await;
+                    let _ = done_tx.send(clean);
+                    // Background work spawned by this lane's requests (stream drains, cache
+                    // fills) runs here until the process has drained it.
+                    release.cancelled().await;
+                });
+                runtime.shutdown_timeout(options.grace);
+            })
+            .map_err(lane_err)?;
+        lanes.threads.push(thread);
+        lanes.done.push(done_rx);
+        ready.push(ready_rx);
+    }
+    for (lane, ready) in ready.into_iter().enumerate() {
+        let started = ready.await.unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the lane thread ended before it was ready",
+            ))
+        });
+        if let Err(source) = started {
+            lanes.release.cancel();
+            return Err(ServeError::Lane { lane, source });
+        }
+    }
+    Ok(lanes)
+}
+
+impl Lanes {
+    /// Waits until every lane has stopped serving; whether all finished within the grace.
+    pub async fn stopped(&mut self) -> bool {
+        let mut clean = true;
+        for done in self.done.drain(..) {
+            // A lane that ended without reporting did not finish cleanly.
+            clean &= done.await.unwrap_or(false);
+        }
+        clean
+    }
+
+    /// Lets the lane threads end (after background work has drained) and joins them.
+    pub async fn release(mut self) {
+        self.release.cancel();
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a serving lane panicked");
+                }
+            }
+        });
+        if joined.await.is_err() {
+            tracing::error!("joining the serving lanes failed");
+        }
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // An early return must not leave lane threads waiting forever.
+        self.release.cancel();
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port).

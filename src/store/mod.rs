@@ -259,6 +259,18 @@ pub trait Store:
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Called on serving lane `lane`'s runtime before it accepts: a networked backend opens
+    /// the lane's own connection there (see [`crate::lanes`]). Failure is logged, not fatal.
+    async fn attach_lane(&self, _lane: usize) {}
+    /// Checks the calling thread's connection. Serving lanes call it on a timer, so a lane
+    /// connection left idle through an outage reconnects before a request needs it.
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Whether every lane's own connection answered its last ping (for `/health`).
+    fn lanes_ok(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the configured backend.
@@ -295,6 +307,7 @@ pub async fn open(
             std::sync::Arc::new(
                 redis::RedisStore::connect(target, *timeout)
                     .await?
+                    .with_lanes(config.server.workers)
                     .with_audit_retention(audit_retention),
             )
         }

@@ -181,7 +181,8 @@ impl Tenancy {
     /// One check of the change sequence; drops the cache if it moved.
     pub async fn poll_changes(&self) -> Result<bool, StoreError> {
         let polled = self.store.change_seq().await;
-        self.store_ok.store(polled.is_ok(), Ordering::Release);
+        self.store_ok
+            .store(polled.is_ok() && self.store.lanes_ok(), Ordering::Release);
         let seq = polled?;
         let old = self.seen_seq.swap(seq, Ordering::AcqRel);
         if old != seq {

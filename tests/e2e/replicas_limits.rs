@@ -245,20 +245,80 @@ async fn health(gw: &Gateway) -> Value {
 
 fn steady_config(up: &Upstream, redis: &RedisNode) -> String {
     // Limits and a budget that this traffic never reaches, so every request goes through the
-    // shared counters (and their per-replica fallback) without being refused.
-    basic_config(
-        up.addr(),
-        &format!(
-            "{}{PRICING}{}",
-            standalone(&redis.url()),
-            tenant(
-                "steady",
-                "STEADY_KEY",
-                "limits = { rpm = 100000, tpm = 100000000 }\n\
+    // shared counters (and their per-replica fallback) without being refused. Three serving
+    // lanes, whatever the host's cores: lanes that see no traffic through an outage must
+    // reconnect too.
+    with_lanes(
+        3,
+        &basic_config(
+            up.addr(),
+            &format!(
+                "{}{PRICING}{}",
+                standalone(&redis.url()),
+                tenant(
+                    "steady",
+                    "STEADY_KEY",
+                    "limits = { rpm = 100000, tpm = 100000000 }\n\
                  budget = { limit_usd = 1000.0, period = \"day\", mode = \"enforce\" }"
-            )
+                )
+            ),
         ),
     )
+}
+
+/// `config` with `workers` serving lanes.
+fn with_lanes(workers: usize, config: &str) -> String {
+    config.replacen("[server]\n", &format!("[server]\nworkers = {workers}\n"), 1)
+}
+
+/// How many clients Redis has connected, not counting the one asking.
+async fn redis_clients(redis: &RedisNode) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines().count() - 1
+}
+
+/// Each serving lane opens its own Redis connection (beside the shared one and the change
+/// subscription), so its requests never wait on another thread's connection; every lane
+/// serves.
+#[tokio::test]
+async fn each_serving_lane_has_its_own_redis_connection() {
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    let key = secret("steady");
+    let mut connected = Vec::new();
+    for workers in [1, 4] {
+        let config =
+            with_lanes(workers, &steady_config(&up, &redis)).replacen("workers = 3\n", "", 1);
+        let gw = Gateway::start_with_env(&config, &[("STEADY_KEY", &key)]).await;
+        // Lanes attach before the gateway accepts: the count is final once it answers.
+        connected.push(redis_clients(&redis).await);
+        // Fresh clients open fresh connections, which the lanes share out between them.
+        let answers = futures_util::future::join_all((0..16).map(|_| {
+            let client = client_with_key(&key);
+            let gw = &gw;
+            async move { post_chat(&client, gw, &chat(Some(5))).await.status() }
+        }))
+        .await;
+        assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+        drop(gw);
+        eventually(
+            Duration::from_secs(5),
+            "the gateway's connections close",
+            || async { (redis_clients(&redis).await == 0).then_some(()) },
+        )
+        .await;
+    }
+    assert_eq!(
+        connected[1] - connected[0],
+        3,
+        "four lanes hold three more connections than one: {connected:?}"
+    );
 }
 
 /// Redis is killed during traffic and started again on the same port. It runs with an

@@ -224,7 +224,7 @@ impl RedisStore {
             .op_timeout
             .saturating_mul(4)
             .max(Duration::from_secs(1));
-        let writes = batch.iter().map(|o| self.record_one(self.conn.clone(), o));
+        let writes = batch.iter().map(|o| self.record_one(self.conn(), o));
         let results = tokio::time::timeout(timeout, try_join_all(writes))
             .await
             .map_err(|_| StoreError::Timeout)??;

@@ -23,6 +23,8 @@ pub mod testing;
 mod tests;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +44,7 @@ use super::{
     TenantStore, UsageGrain, UsageRow, WindowDecision, WindowTake,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
+use crate::lanes::PerLane;
 
 /// Where the Redis store lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,7 +68,13 @@ impl std::fmt::Debug for RedisTarget {
 /// The Redis-backed [`Store`]. Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    /// The shared connection, and each serving lane's own once it has attached (see
+    /// [`crate::lanes`]): a lane's requests then never wait on another thread's driver task.
+    conns: Arc<PerLane<Conn>>,
+    /// Whether each lane's connection answered its last [`Store::ping`].
+    lanes_ok: Arc<[AtomicBool]>,
+    /// Where lane connections go.
+    target: RedisTarget,
     /// Clients for pub/sub connections: the server, or each cluster seed node in turn.
     pubsub: Vec<redis::Client>,
     op_timeout: Duration,
@@ -75,12 +84,13 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.conn {
+        let kind = match self.conns.shared() {
             Conn::Standalone(_) => "standalone",
             Conn::Cluster(_) => "cluster",
         };
         f.debug_struct("RedisStore")
             .field("kind", &kind)
+            .field("lanes", &self.conns.lanes())
             .field("pubsub_nodes", &self.pubsub.len())
             .field("op_timeout", &self.op_timeout)
             .field("audit_retention", &self.audit_retention)
@@ -95,49 +105,11 @@ impl RedisStore {
     /// (or [`StoreError::Timeout`]) when it cannot be reached within `max(op_timeout, 1 s)`;
     /// once connected, the store reconnects by itself whenever Redis comes back.
     pub async fn connect(target: RedisTarget, op_timeout: Duration) -> Result<Self, StoreError> {
-        // Establishing a connection may take a few round trips (cluster: one per node), so
-        // it gets a little more than one operation.
-        let connect_timeout = op_timeout.max(Duration::from_secs(1));
-        let connecting = async {
-            match target {
-                RedisTarget::Standalone(url) => {
-                    let client = client(&url)?;
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(connect_timeout))
-                        .set_response_timeout(Some(op_timeout))
-                        .set_min_delay(Duration::from_millis(50))
-                        .set_max_delay(Duration::from_secs(1))
-                        .set_number_of_retries(3);
-                    let manager =
-                        ConnectionManager::new_with_config(client.clone(), config).await?;
-                    Ok::<_, StoreError>((Conn::Standalone(manager), vec![client]))
-                }
-                RedisTarget::Cluster(nodes) => {
-                    let pubsub = nodes
-                        .iter()
-                        .map(|url| client(url))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if pubsub.is_empty() {
-                        return Err(StoreError::Unavailable(
-                            "no redis cluster nodes configured".into(),
-                        ));
-                    }
-                    let client = ClusterClientBuilder::new(nodes)
-                        .tcp_settings(tcp_settings())
-                        .connection_timeout(connect_timeout)
-                        .response_timeout(op_timeout)
-                        .retries(3)
-                        .build()?;
-                    let conn = client.get_async_connection().await?;
-                    Ok((Conn::Cluster(conn), pubsub))
-                }
-            }
-        };
-        let (conn, pubsub) = tokio::time::timeout(connect_timeout, connecting)
-            .await
-            .map_err(|_| StoreError::Timeout)??;
+        let (conn, pubsub) = open(&target, op_timeout).await?;
         let store = Self {
-            conn,
+            conns: Arc::new(PerLane::new(conn, 0)),
+            lanes_ok: Arc::new([]),
+            target,
             pubsub,
             op_timeout,
             audit_retention: Duration::from_secs(30 * 24 * 3600),
@@ -147,11 +119,25 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Leaves room for `lanes` serving lanes to attach their own connections
+    /// ([`Store::attach_lane`]). Call before the store is cloned.
+    #[must_use]
+    pub fn with_lanes(mut self, lanes: usize) -> Self {
+        self.conns = Arc::new(PerLane::new(self.conns.shared().clone(), lanes));
+        self.lanes_ok = (0..lanes).map(|_| AtomicBool::new(true)).collect();
+        self
+    }
+
     /// Keeps audit records (and their idempotency keys) for `retention`.
     #[must_use]
     pub fn with_audit_retention(mut self, retention: Duration) -> Self {
         self.audit_retention = retention;
         self
+    }
+
+    /// The calling thread's connection: its lane's own, or the shared one.
+    fn conn(&self) -> Conn {
+        self.conns.get().clone()
     }
 
     /// Runs `op` on a clone of the connection, bounded by the operation timeout.
@@ -160,10 +146,59 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = StoreResult<T>>,
     {
-        tokio::time::timeout(self.op_timeout, op(self.conn.clone()))
+        tokio::time::timeout(self.op_timeout, op(self.conn()))
             .await
             .map_err(|_| StoreError::Timeout)?
     }
+}
+
+/// Connects to `target` (the connection's driver task runs on the calling runtime) and
+/// returns the connection plus the clients for pub/sub connections. Fails with
+/// [`StoreError::Unavailable`] or [`StoreError::Timeout`] within `max(op_timeout, 1 s)`.
+async fn open(
+    target: &RedisTarget,
+    op_timeout: Duration,
+) -> StoreResult<(Conn, Vec<redis::Client>)> {
+    // Establishing a connection may take a few round trips (cluster: one per node), so
+    // it gets a little more than one operation.
+    let connect_timeout = op_timeout.max(Duration::from_secs(1));
+    let connecting = async {
+        match target {
+            RedisTarget::Standalone(url) => {
+                let client = client(url)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(op_timeout))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1))
+                    .set_number_of_retries(3);
+                let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
+                Ok::<_, StoreError>((Conn::Standalone(manager), vec![client]))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let pubsub = nodes
+                    .iter()
+                    .map(|url| client(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if pubsub.is_empty() {
+                    return Err(StoreError::Unavailable(
+                        "no redis cluster nodes configured".into(),
+                    ));
+                }
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .tcp_settings(tcp_settings())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(op_timeout)
+                    .retries(3)
+                    .build()?;
+                let conn = client.get_async_connection().await?;
+                Ok((Conn::Cluster(conn), pubsub))
+            }
+        }
+    };
+    tokio::time::timeout(connect_timeout, connecting)
+        .await
+        .map_err(|_| StoreError::Timeout)?
 }
 
 /// Bumps the change sequence and publishes `ids` (after the write they announce).
@@ -630,6 +665,37 @@ impl CacheStore for RedisStore {
 impl Store for RedisStore {
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    async fn attach_lane(&self, lane: usize) {
+        match open(&self.target, self.op_timeout).await {
+            Ok((conn, _)) => {
+                if self.conns.set(lane, conn).is_err() {
+                    tracing::debug!(lane, "lane already has its redis connection");
+                }
+            }
+            // Not fatal: the lane uses the shared connection, as every thread once did.
+            Err(err) => {
+                tracing::warn!(lane, error = %err, "lane cannot open its own redis connection; it shares the main one");
+            }
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let pinged = self
+            .run(|mut conn| async move {
+                redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                Ok(())
+            })
+            .await;
+        if let Some(ok) = crate::lanes::current().and_then(|lane| self.lanes_ok.get(lane)) {
+            ok.store(pinged.is_ok(), Ordering::Relaxed);
+        }
+        pinged
+    }
+
+    fn lanes_ok(&self) -> bool {
+        self.lanes_ok.iter().all(|ok| ok.load(Ordering::Relaxed))
     }
 }
 

@@ -1,0 +1,122 @@
+//! Serving lanes: one single-threaded runtime per core, each with its own connections.
+//!
+//! On a work-stealing runtime every request hops threads: the accept, the Redis reply and the
+//! upstream reply each wake whichever worker is parked, and the connection tasks of the shared
+//! Redis and upstream clients run wherever they were last woken. On a small host that is most
+//! of the added latency (see BENCHMARKS.md). A lane instead runs the whole request on one
+//! thread: it accepts from the shared listener, and the hot-path clients give it its own
+//! connections through [`PerLane`], so the request, its Redis round trip and its upstream call
+//! are driven by the same thread without a cross-thread wake.
+//!
+//! Work that does not belong to a request (audit writer, judge workers, watchers) stays on
+//! the main runtime and uses the shared connection.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+thread_local! {
+    /// The lane this thread serves, set once when the lane thread starts.
+    static LANE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The lane the calling thread serves, if it is a lane thread.
+pub fn current() -> Option<usize> {
+    LANE.with(Cell::get)
+}
+
+/// Marks the calling thread as lane `index`. Called once by each lane thread at start.
+pub fn enter(index: usize) {
+    LANE.with(|lane| lane.set(Some(index)));
+}
+
+/// One value per lane plus a shared one: a lane thread gets its own (once set), any other
+/// thread, or a lane whose own could not be made, gets the shared one.
+#[derive(Debug)]
+pub struct PerLane<T> {
+    shared: T,
+    lanes: Box<[OnceLock<T>]>,
+}
+
+impl<T> PerLane<T> {
+    /// `shared` only, with room for `lanes` lane values set later by [`PerLane::set`].
+    pub fn new(shared: T, lanes: usize) -> Self {
+        Self {
+            shared,
+            lanes: (0..lanes).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Every lane's value made up front by `make`.
+    pub fn filled(lanes: usize, mut make: impl FnMut() -> T) -> Self {
+        let per_lane = Self::new(make(), lanes);
+        for slot in &*per_lane.lanes {
+            let _ = slot.set(make());
+        }
+        per_lane
+    }
+
+    /// The value for the calling thread.
+    pub fn get(&self) -> &T {
+        current()
+            .and_then(|lane| self.lanes.get(lane))
+            .and_then(OnceLock::get)
+            .unwrap_or(&self.shared)
+    }
+
+    /// The value every non-lane thread uses.
+    pub fn shared(&self) -> &T {
+        &self.shared
+    }
+
+    /// Sets lane `lane`'s value; returns it back when the lane is out of range or already set.
+    pub fn set(&self, lane: usize, value: T) -> Result<(), T> {
+        match self.lanes.get(lane) {
+            Some(slot) => slot.set(value),
+            None => Err(value),
+        }
+    }
+
+    /// How many lanes this holds room for.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_thread_gets_its_own_value_and_others_the_shared_one() {
+        let values = std::sync::Arc::new(PerLane::new("shared", 2));
+        values.set(1, "lane one").unwrap();
+        assert_eq!(values.set(1, "again"), Err("again"));
+        assert_eq!(values.set(5, "out of range"), Err("out of range"));
+        assert_eq!(*values.get(), "shared");
+        let seen = |lane: usize| {
+            let values = std::sync::Arc::clone(&values);
+            std::thread::spawn(move || {
+                enter(lane);
+                *values.get()
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(seen(1), "lane one");
+        // Lane 0 never got its own value, lane 7 does not exist: both fall back.
+        assert_eq!(seen(0), "shared");
+        assert_eq!(seen(7), "shared");
+    }
+
+    #[test]
+    fn filled_makes_one_value_per_lane_and_a_shared_one() {
+        let mut made = 0;
+        let values = PerLane::filled(3, || {
+            made += 1;
+            made
+        });
+        assert_eq!(*values.shared(), 1);
+        assert_eq!(values.lanes(), 3);
+        assert_eq!(made, 4);
+    }
+}
