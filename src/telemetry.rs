@@ -38,6 +38,7 @@ pub mod names {
     pub const JUDGE_SCORE: &str = "sentinel_judge_score";
     pub const JUDGE_FAILURES: &str = "sentinel_judge_failures_total";
     pub const JUDGE_DROPPED: &str = "sentinel_judge_dropped_total";
+    pub const CACHE_FILLS_DROPPED: &str = "sentinel_cache_fills_dropped_total";
     pub const JUDGE_LOW_SCORES: &str = "sentinel_judge_low_scores_total";
     pub const TRACE_SPANS_DROPPED: &str = "sentinel_trace_spans_dropped_total";
     pub const TRACE_EXPORT_FAILURES: &str = "sentinel_trace_export_failures_total";
@@ -226,6 +227,10 @@ fn describe() {
         "Sampled answers dropped because the judge queue was full."
     );
     describe_counter!(
+        names::CACHE_FILLS_DROPPED,
+        "Fresh answers not cached because the cache fill queue was full."
+    );
+    describe_counter!(
         names::JUDGE_LOW_SCORES,
         "Judged answers below the tenant's judge.min_score."
     );
@@ -260,6 +265,7 @@ fn register_at_zero(config: &Config) {
         }
     }
     metrics::counter!(names::JUDGE_DROPPED).increment(0);
+    metrics::counter!(names::CACHE_FILLS_DROPPED).increment(0);
     metrics::counter!(names::JUDGE_LOW_SCORES).increment(0);
     metrics::counter!(names::TRACE_SPANS_DROPPED).increment(0);
     metrics::counter!(names::TRACE_EXPORT_FAILURES).increment(0);

@@ -169,7 +169,7 @@ impl AuditWriter {
 mod tests {
     use super::*;
     use crate::store::embedded::EmbeddedStore;
-    use crate::store::Settlement;
+    use crate::store::{AuditStore, Settlement};
 
     fn outcome(n: u64) -> Outcome {
         Outcome {

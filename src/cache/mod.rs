@@ -9,6 +9,7 @@
 //! short). Store failures are misses: the cache fails open.
 
 pub mod entry;
+pub mod fill;
 pub mod index;
 pub mod key;
 pub mod layer;
@@ -97,31 +98,17 @@ pub struct Fill {
 }
 
 impl Fill {
-    /// Stores a complete answer off the request path.
+    /// Stores a complete answer off the request path (through the [`fill`] writer).
     pub fn store(self, answer: CachedAnswer) {
         if answer.body.len() > entry::MAX_ANSWER_BYTES {
             return;
         }
-        let cache = Arc::clone(&self.cache);
-        cache.tasks.spawn("cache-fill", async move {
-            let value = answer.encode();
-            if let Err(e) = self
-                .cache
-                .store
-                .cache_put(&self.tenant, &self.key, &value, self.ttl)
-                .await
-            {
-                metrics::counter!(names::STORE_ERRORS, "op" => "cache_put").increment(1);
-                tracing::debug!(error = %e, "storing a cache entry failed");
-                return;
-            }
-            if let (Some((partition, text)), Some(semantic)) =
-                (self.semantic, self.cache.semantic.as_ref())
-            {
-                semantic
-                    .add(&self.tenant, &partition, &text, &self.key)
-                    .await;
-            }
+        self.cache.filler.queue(fill::Pending {
+            tenant: self.tenant,
+            key: self.key,
+            ttl: self.ttl,
+            answer,
+            semantic: self.semantic,
         });
     }
 }
@@ -130,7 +117,7 @@ impl Fill {
 pub struct Cache {
     store: Arc<dyn Store>,
     config: CacheConfig,
-    tasks: Tasks,
+    filler: fill::Filler,
     semantic: Option<Arc<dyn SemanticLookup>>,
 }
 
@@ -157,16 +144,18 @@ pub trait SemanticLookup: Send + Sync + std::fmt::Debug {
 
 impl Cache {
     /// A cache over `store`; `semantic` when the semantic cache is configured and usable.
+    /// Starts the fill writer on `tasks`.
     pub fn new(
         store: Arc<dyn Store>,
         config: CacheConfig,
-        tasks: Tasks,
+        tasks: &Tasks,
         semantic: Option<Arc<dyn SemanticLookup>>,
     ) -> Arc<Self> {
+        let filler = fill::Filler::start(Arc::clone(&store), semantic.clone(), tasks);
         Arc::new(Self {
             store,
             config,
-            tasks,
+            filler,
             semantic,
         })
     }

@@ -72,7 +72,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let cache = crate::cache::Cache::new(
         Arc::clone(&store),
         config.cache.clone(),
-        tasks.clone(),
+        &tasks,
         semantic_index(&config, &store, &proxy, &meter),
     );
     let state = AppState {

@@ -224,11 +224,21 @@ impl RedisStore {
             .op_timeout
             .saturating_mul(4)
             .max(Duration::from_secs(1));
-        let writes = batch.iter().map(|o| self.record_one(self.conn(), o));
-        let results = tokio::time::timeout(timeout, try_join_all(writes))
+        let Some((first, rest)) = batch.split_first() else {
+            return Ok(0);
+        };
+        let writing = async {
+            // The first record alone: when Redis has lost its script cache (a restart), it is
+            // the one that gets NOSCRIPT and loads the script. Sent concurrently, every record
+            // would, and their retries could reach Redis out of order, putting the stream out
+            // of chain order.
+            let first = self.record_one(self.conn(), first).await?;
+            let rest = try_join_all(rest.iter().map(|o| self.record_one(self.conn(), o))).await?;
+            Ok::<_, StoreError>(usize::from(first) + rest.into_iter().filter(|new| *new).count())
+        };
+        tokio::time::timeout(timeout, writing)
             .await
-            .map_err(|_| StoreError::Timeout)??;
-        Ok(results.into_iter().filter(|new| *new).count())
+            .map_err(|_| StoreError::Timeout)?
     }
 
     pub(super) async fn audit_page_impl(
