@@ -82,6 +82,50 @@ impl<T> PerLane<T> {
     }
 }
 
+/// A queue per lane plus a shared one, for background work that should run where the
+/// request that made it ran: senders pick the calling thread's queue, and each lane takes its
+/// receiver once, at start, to run the consumer on its own runtime (the shared receiver is
+/// returned by [`LaneQueue::new`]). Consumers then compete for CPU with the lane's requests
+/// inside one scheduler, not as one more thread the kernel shares out, and a send never wakes
+/// another thread.
+#[derive(Debug)]
+pub struct LaneQueue<T> {
+    senders: PerLane<tokio::sync::mpsc::Sender<T>>,
+    receivers: Box<[tokio::sync::Mutex<Option<tokio::sync::mpsc::Receiver<T>>>]>,
+}
+
+impl<T> LaneQueue<T> {
+    /// Queues of `capacity` each for `lanes` lanes and the shared one; the shared receiver.
+    pub fn new(lanes: usize, capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<T>) {
+        let (shared_tx, shared_rx) = tokio::sync::mpsc::channel(capacity);
+        let senders = PerLane::new(shared_tx, lanes);
+        let receivers = (0..lanes)
+            .map(|lane| {
+                let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+                let _ = senders.set(lane, tx);
+                tokio::sync::Mutex::new(Some(rx))
+            })
+            .collect();
+        (Self { senders, receivers }, shared_rx)
+    }
+
+    /// The calling thread's queue.
+    pub fn sender(&self) -> &tokio::sync::mpsc::Sender<T> {
+        self.senders.get()
+    }
+
+    /// Every queue, the shared one first.
+    pub fn senders(&self) -> impl Iterator<Item = &tokio::sync::mpsc::Sender<T>> {
+        std::iter::once(self.senders.shared())
+            .chain(self.senders.lanes.iter().filter_map(OnceLock::get))
+    }
+
+    /// Lane `lane`'s receiver; `None` when out of range or already taken.
+    pub fn take(&self, lane: usize) -> Option<tokio::sync::mpsc::Receiver<T>> {
+        self.receivers.get(lane)?.try_lock().ok()?.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +150,27 @@ mod tests {
         // Lane 0 never got its own value, lane 7 does not exist: both fall back.
         assert_eq!(seen(0), "shared");
         assert_eq!(seen(7), "shared");
+    }
+
+    #[tokio::test]
+    async fn a_lane_sends_to_its_own_queue_and_takes_its_receiver_once() {
+        let (queue, mut shared) = LaneQueue::new(2, 4);
+        let queue = std::sync::Arc::new(queue);
+        queue.sender().try_send("from a non-lane thread").unwrap();
+        assert_eq!(shared.recv().await, Some("from a non-lane thread"));
+        let mut lane1 = queue.take(1).unwrap();
+        assert!(queue.take(1).is_none());
+        assert!(queue.take(2).is_none());
+        let sender = std::sync::Arc::clone(&queue);
+        std::thread::spawn(move || {
+            enter(1);
+            sender.sender().try_send("from lane one").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lane1.recv().await, Some("from lane one"));
+        assert!(shared.try_recv().is_err());
+        assert_eq!(queue.senders().count(), 3);
     }
 
     #[test]

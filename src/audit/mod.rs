@@ -19,25 +19,27 @@ use std::sync::{Arc, LazyLock};
 use metrics::Gauge;
 use tokio::sync::mpsc;
 
+use crate::lanes::LaneQueue;
 use crate::store::Outcome;
 use crate::tasks::Tasks;
 use crate::telemetry::names;
 
 static QUEUE_DEPTH: LazyLock<Gauge> = LazyLock::new(|| metrics::gauge!(names::AUDIT_QUEUE_DEPTH));
 
-/// The request path's handle on the audit queue. Cheap to clone.
+/// The request path's handle on the audit queues: the calling lane's writer, or the shared
+/// one (see [`crate::lanes::LaneQueue`]). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditSink {
-    tx: mpsc::Sender<Outcome>,
+    queues: Arc<LaneQueue<Outcome>>,
     tasks: Tasks,
     waiting: Arc<AtomicU64>,
 }
 
 impl AuditSink {
-    /// A sink feeding `tx` (the writer's queue).
-    pub fn new(tx: mpsc::Sender<Outcome>, tasks: Tasks) -> Self {
+    /// A sink feeding `queues`.
+    pub fn new(queues: Arc<LaneQueue<Outcome>>, tasks: Tasks) -> Self {
         Self {
-            tx,
+            queues,
             tasks,
             waiting: Arc::new(AtomicU64::new(0)),
         }
@@ -47,10 +49,11 @@ impl AuditSink {
     /// behind, e.g. its disk stalls), a tracked task waits for room instead of the request:
     /// the record is late, never lost.
     pub fn submit(&self, outcome: Outcome) {
-        match self.tx.try_send(outcome) {
+        let tx = self.queues.sender();
+        match tx.try_send(outcome) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(outcome)) => {
-                let tx = self.tx.clone();
+                let tx = tx.clone();
                 let waiting = Arc::clone(&self.waiting);
                 waiting.fetch_add(1, Ordering::Relaxed);
                 self.tasks.spawn("audit-enqueue", async move {
@@ -70,7 +73,11 @@ impl AuditSink {
     /// Updates `sentinel_audit_queue_depth`.
     #[expect(clippy::cast_precision_loss, reason = "a gauge of a queue length")]
     fn report_depth(&self) {
-        let queued = self.tx.max_capacity() - self.tx.capacity();
+        let queued: usize = self
+            .queues
+            .senders()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum();
         QUEUE_DEPTH.set(queued as f64 + self.waiting.load(Ordering::Relaxed) as f64);
     }
 }

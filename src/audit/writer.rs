@@ -1,4 +1,6 @@
-//! The audit writer: the one task per replica that seals and writes outcomes.
+//! The audit writer: the task that seals and writes outcomes. A process runs one per serving
+//! lane, fed by the requests that lane served, and one for other threads; each has its own
+//! chain.
 //!
 //! It takes outcomes from the queue in batches, seals each into its tenant's chain (this
 //! writer's chain id, `seq` + `prev_hash`), and writes the batch to the store. If the store
@@ -35,10 +37,15 @@ static WRITE_FAILURES: LazyLock<Counter> =
     LazyLock::new(|| metrics::counter!(names::AUDIT_WRITE_FAILURES));
 static SPILLED: LazyLock<Counter> = LazyLock::new(|| metrics::counter!(names::AUDIT_SPILLED));
 
+/// The spill file, shared by the writers of one process (one per serving lane and one for
+/// other threads). Each writer appends its own batches in order, so each chain stays in order
+/// in the file; whichever writer replays moves every chain's records, in file order.
+pub type SharedSpill = Arc<tokio::sync::Mutex<Spill>>;
+
 /// The writer's state.
 pub struct AuditWriter {
     store: Arc<dyn Store>,
-    spill: Spill,
+    spill: SharedSpill,
     chain: String,
     /// Per tenant: the last `seq` and `hash` this writer sealed.
     heads: HashMap<String, (u64, String)>,
@@ -46,7 +53,7 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// A writer with a fresh chain id (one chain per tenant and writer process).
-    pub fn new(store: Arc<dyn Store>, spill: Spill) -> Self {
+    pub fn new(store: Arc<dyn Store>, spill: SharedSpill) -> Self {
         let mut buf = uuid::Uuid::encode_buffer();
         let chain = format!("w-{}", uuid::Uuid::now_v7().simple().encode_lower(&mut buf));
         Self {
@@ -84,17 +91,11 @@ impl AuditWriter {
                     }
                     self.write(std::mem::take(&mut buf)).await;
                 }
-                _ = tick.tick() => {
-                    if !self.spill.is_empty() {
-                        self.replay().await;
-                    }
-                }
+                _ = tick.tick() => self.replay().await,
             }
         }
-        if !self.spill.is_empty() {
-            self.replay().await;
-        }
-        if !self.spill.is_empty() {
+        self.replay().await;
+        if !self.spill.lock().await.is_empty() {
             tracing::warn!("the store is unreachable at shutdown; audit records stay in the spill file and are replayed at the next start");
         }
     }
@@ -110,7 +111,8 @@ impl AuditWriter {
             r.seal(&self.chain, head.0 + 1, &head.1);
             *head = (r.seq, r.hash.clone());
         }
-        if self.spill.is_empty() {
+        let spilling = !self.spill.lock().await.is_empty();
+        if !spilling {
             match self.store.record_outcomes(&batch).await {
                 Ok(_) => return,
                 Err(err) => {
@@ -125,7 +127,7 @@ impl AuditWriter {
 
     async fn spill_batch(&mut self, batch: Vec<Outcome>) {
         let n = batch.len() as u64;
-        match self.spill.append(batch).await {
+        match self.spill.lock().await.append(batch).await {
             Ok(()) => SPILLED.increment(n),
             Err(err) => {
                 // The disk failed as well: nothing is left to keep the records.
@@ -137,8 +139,13 @@ impl AuditWriter {
     /// Moves spilled outcomes into the store, in order, until the spill is empty or the store
     /// fails again.
     async fn replay(&mut self) {
+        // Held throughout, so two writers never replay the same records.
+        let mut spill = self.spill.lock().await;
+        if spill.is_empty() {
+            return;
+        }
         loop {
-            let (chunk, next) = match self.spill.peek(BATCH).await {
+            let (chunk, next) = match spill.peek(BATCH).await {
                 Ok(v) => v,
                 Err(err) => {
                     tracing::error!(error = %err, "reading the audit spill file failed");
@@ -151,12 +158,12 @@ impl AuditWriter {
                     return;
                 }
             }
-            if let Err(err) = self.spill.advance(next).await {
+            if let Err(err) = spill.advance(next).await {
                 tracing::error!(error = %err, "advancing the audit spill file failed");
                 return;
             }
-            if chunk.is_empty() || self.spill.is_empty() {
-                if self.spill.is_empty() {
+            if chunk.is_empty() || spill.is_empty() {
+                if spill.is_empty() {
                     tracing::info!("audit spill replayed; writing to the store again");
                 }
                 return;
@@ -187,7 +194,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.db")).await.unwrap());
         let spill = Spill::open(&dir.path().join("spill.log")).unwrap();
-        let writer = AuditWriter::new(Arc::clone(&store) as Arc<dyn Store>, spill);
+        let writer = AuditWriter::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::new(tokio::sync::Mutex::new(spill)),
+        );
         let chain = writer.chain().to_owned();
         let (tx, rx) = mpsc::channel(16);
         let tasks = crate::tasks::Tasks::new();

@@ -1,9 +1,10 @@
-//! The fill writer: the one task per process that stores fresh answers.
+//! The fill writers: the tasks that store fresh answers, one per serving lane (fed by the
+//! requests that lane served, on its runtime) and one for other threads.
 //!
-//! A write per answer, from the request's own thread, would cost that thread a socket write
-//! and a wake-up for the store's reply on every miss. Instead [`super::Fill::store`] queues
-//! the answer and returns; the writer wakes on the first fill of a batch, waits [`LINGER`]
-//! for more, and writes the batch at once (pipelined on one connection). A full queue drops
+//! A write per answer would cost the request's thread a socket write and a wake-up for the
+//! store's reply on every miss. Instead [`super::Fill::store`] queues the answer and returns;
+//! the writer wakes on the first fill of a batch, waits [`LINGER`] for more, and writes the
+//! batch at once (pipelined on one connection). A full queue drops
 //! the fill (counted): it is only a cache. Semantic entries are indexed once their exact entry
 //! is stored.
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::CachedAnswer;
 use super::SemanticLookup;
+use crate::lanes::LaneQueue;
 use crate::store::Store;
 use crate::tasks::Tasks;
 use crate::telemetry::names;
@@ -40,33 +42,54 @@ pub struct Pending {
     pub semantic: Option<(String, String)>,
 }
 
-/// The sending side, held by the cache.
-#[derive(Debug, Clone)]
+/// The queues, held by the cache.
+#[derive(Debug)]
 pub struct Filler {
-    tx: mpsc::Sender<Pending>,
+    queues: LaneQueue<Pending>,
+    store: Arc<dyn Store>,
+    semantic: Option<Arc<dyn SemanticLookup>>,
 }
 
 impl Filler {
-    /// Starts the writer on `tasks`. It stops once every sender is gone, or at shutdown after
-    /// writing what is queued.
+    /// Queues for `lanes` lanes; starts the shared writer on `tasks` (each lane starts its own
+    /// with [`Filler::start_lane`]). A writer stops once every sender is gone, or at shutdown
+    /// after writing what is queued.
     pub fn start(
         store: Arc<dyn Store>,
         semantic: Option<Arc<dyn SemanticLookup>>,
+        lanes: usize,
         tasks: &Tasks,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer {
+        let (queues, rx) = LaneQueue::new(lanes, QUEUE);
+        let filler = Self {
+            queues,
             store,
             semantic,
+        };
+        filler.spawn_writer(rx, tasks);
+        filler
+    }
+
+    /// Starts lane `lane`'s writer on the calling runtime (once).
+    pub fn start_lane(&self, lane: usize, tasks: &Tasks) {
+        if let Some(rx) = self.queues.take(lane) {
+            self.spawn_writer(rx, tasks);
+        }
+    }
+
+    fn spawn_writer(&self, rx: mpsc::Receiver<Pending>, tasks: &Tasks) {
+        let writer = Writer {
+            store: Arc::clone(&self.store),
+            semantic: self.semantic.clone(),
             tasks: tasks.clone(),
         };
         tasks.spawn("cache-fill", writer.run(rx, tasks.shutdown_token()));
-        Self { tx }
     }
 
-    /// Queues `fill` without waiting; drops it when the queue is full or closed.
+    /// Queues `fill` on the calling lane's writer without waiting; drops it when the queue is
+    /// full or closed.
     pub fn queue(&self, fill: Pending) {
-        if self.tx.try_send(fill).is_err() {
+        if self.queues.sender().try_send(fill).is_err() {
             DROPPED.increment(1);
             tracing::debug!("cache fill dropped: the fill queue is full or closed");
         }
@@ -161,7 +184,7 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.db")).await.unwrap());
         store.set_cache_max_entries(10_000);
         let tasks = Tasks::new();
-        let filler = Filler::start(Arc::clone(&store) as Arc<dyn Store>, None, &tasks);
+        let filler = Filler::start(Arc::clone(&store) as Arc<dyn Store>, None, 0, &tasks);
         let total = BATCH * 2 + 10;
         for n in 0..total {
             filler.queue(pending(n));

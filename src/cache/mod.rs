@@ -144,20 +144,27 @@ pub trait SemanticLookup: Send + Sync + std::fmt::Debug {
 
 impl Cache {
     /// A cache over `store`; `semantic` when the semantic cache is configured and usable.
-    /// Starts the fill writer on `tasks`.
+    /// Starts the shared fill writer on `tasks`; each of the `lanes` serving lanes starts its
+    /// own with [`Cache::start_lane_filler`].
     pub fn new(
         store: Arc<dyn Store>,
         config: CacheConfig,
+        lanes: usize,
         tasks: &Tasks,
         semantic: Option<Arc<dyn SemanticLookup>>,
     ) -> Arc<Self> {
-        let filler = fill::Filler::start(Arc::clone(&store), semantic.clone(), tasks);
+        let filler = fill::Filler::start(Arc::clone(&store), semantic.clone(), lanes, tasks);
         Arc::new(Self {
             store,
             config,
             filler,
             semantic,
         })
+    }
+
+    /// Starts lane `lane`'s fill writer on the calling runtime.
+    pub fn start_lane_filler(&self, lane: usize, tasks: &Tasks) {
+        self.filler.start_lane(lane, tasks);
     }
 
     /// Whether `tenant` uses the exact cache: its switch over the global one. Unlike

@@ -171,7 +171,7 @@ mod tests {
             semantic_max_entries: 100,
         };
         (
-            Cache::new(Arc::clone(&store), config, &Tasks::new(), None),
+            Cache::new(Arc::clone(&store), config, 0, &Tasks::new(), None),
             store,
         )
     }

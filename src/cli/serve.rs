@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use crate::audit::spill::Spill;
-use crate::audit::writer::AuditWriter;
+use crate::audit::writer::{AuditWriter, SharedSpill};
 use crate::audit::AuditSink;
 use crate::config::{Config, EnvSource};
 use crate::judge::worker::Workers;
 use crate::judge::Judge;
+use crate::lanes::LaneQueue;
 use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
@@ -39,17 +40,10 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let metrics = telemetry::install_metrics(&config)?;
     let tasks = Tasks::new();
 
-    let upkeep = metrics.clone();
-    let stop = tasks.shutdown_token();
-    tasks.spawn("metrics-upkeep", async move {
-        let mut tick = tokio::time::interval(METRICS_UPKEEP);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => upkeep.run_upkeep(),
-            }
-        }
-    });
+    tasks.spawn(
+        "metrics-upkeep",
+        metrics_upkeep(metrics.clone(), tasks.shutdown_token()),
+    );
 
     if let Some(addr) = config.demo.mock_provider {
         let mock = MockProvider::start(addr, MockOptions::default(), &tasks).await?;
@@ -68,10 +62,16 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         tracing::info!("SENTINEL_ADMIN_KEY is not set: the admin API is off");
     }
 
-    let (proxy, meter) = accounting(&config, &store, &tasks)?;
+    let Accounting {
+        proxy,
+        meter,
+        audit_queues,
+        spill,
+    } = accounting(&config, &store, &tasks)?;
     let cache = crate::cache::Cache::new(
         Arc::clone(&store),
         config.cache.clone(),
+        config.server.workers,
         &tasks,
         semantic_index(&config, &store, &proxy, &meter),
     );
@@ -107,7 +107,13 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
             header_read_timeout: config.server.header_read_timeout,
             grace: config.server.shutdown_grace,
         },
-        lane_start(&store, &tasks),
+        lane_start(LaneWork {
+            store: Arc::clone(&store),
+            spill,
+            audit_queues,
+            cache: Arc::clone(&state.cache),
+            tasks: tasks.clone(),
+        }),
     )
     .await?;
     tracing::info!(%addr, lanes = config.server.workers, version = env!("CARGO_PKG_VERSION"), "listening");
@@ -115,7 +121,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     if !lanes.stopped().await {
         tracing::warn!("shutdown grace elapsed with requests still in flight; they were cut");
     }
-    // The audit writer stops once the last handle on its queue is gone: the state's here, the
+    // The audit writers stop once the last handle on their queues is gone: the state's here, the
     // rest with the stream drains and judge workers that finish below.
     drop(state);
     tasks.begin_shutdown();
@@ -133,18 +139,46 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Folds histogram buffers into the exported state until shutdown.
+async fn metrics_upkeep(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => metrics.run_upkeep(),
+        }
+    }
+}
+
+/// What a serving lane needs to start its own background work.
+struct LaneWork {
+    store: Arc<dyn crate::store::Store>,
+    spill: SharedSpill,
+    audit_queues: Arc<LaneQueue<crate::store::Outcome>>,
+    cache: Arc<crate::cache::Cache>,
+    tasks: Tasks,
+}
+
 /// What each serving lane does before it accepts: open its own store connection and keep it
-/// checked.
-fn lane_start(store: &Arc<dyn crate::store::Store>, tasks: &Tasks) -> server::LaneStart {
-    let (store, tasks) = (Arc::clone(store), tasks.clone());
+/// checked, and start the audit and cache-fill writers for the requests it will serve.
+fn lane_start(work: LaneWork) -> server::LaneStart {
+    let work = Arc::new(work);
     Arc::new(move |lane| {
-        let (store, tasks) = (Arc::clone(&store), tasks.clone());
+        let work = Arc::clone(&work);
         Box::pin(async move {
-            store.attach_lane(lane).await;
-            tasks.spawn(
+            work.store.attach_lane(lane).await;
+            let stop = work.tasks.shutdown_token();
+            work.tasks.spawn(
                 "lane-store-ping",
-                ping_lane_store(store, tasks.shutdown_token()),
+                ping_lane_store(Arc::clone(&work.store), stop),
             );
+            if let Some(rx) = work.audit_queues.take(lane) {
+                start_audit_writer(&work.store, &work.spill, rx, &work.tasks);
+            }
+            work.cache.start_lane_filler(lane, &work.tasks);
         })
     })
 }
@@ -167,13 +201,22 @@ async fn ping_lane_store(store: Arc<dyn crate::store::Store>, stop: Cancellation
     }
 }
 
-/// The accounting half of the state: tokenizer, admission, audit writer, judge, meter, and
+/// The accounting half of the state.
+struct Accounting {
+    proxy: Arc<Proxy>,
+    meter: Arc<Meter>,
+    /// Each lane starts its own writer on its queue.
+    audit_queues: Arc<LaneQueue<crate::store::Outcome>>,
+    spill: SharedSpill,
+}
+
+/// The accounting half of the state: tokenizer, admission, audit writers, judge, meter, and
 /// the proxy the judge calls through.
 fn accounting(
     config: &Arc<Config>,
     store: &Arc<dyn crate::store::Store>,
     tasks: &Tasks,
-) -> Result<(Arc<Proxy>, Arc<Meter>), CliError> {
+) -> Result<Accounting, CliError> {
     // Built once: tiktoken's encoders take ~100 ms to load.
     let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
     let policy = Arc::new(Policy::new(
@@ -182,12 +225,13 @@ fn accounting(
         Arc::clone(&tokenizer),
         &config.pricing,
     ));
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(config.audit.queue_capacity);
+    let (audit_queues, audit_rx) =
+        LaneQueue::new(config.server.workers, config.audit.queue_capacity);
+    let audit_queues = Arc::new(audit_queues);
     let spill =
         Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
-    let writer = AuditWriter::new(Arc::clone(store), spill);
-    tracing::info!(chain = writer.chain(), "audit writer started");
-    tasks.spawn("audit-writer", writer.run(audit_rx));
+    let spill = Arc::new(tokio::sync::Mutex::new(spill));
+    start_audit_writer(store, &spill, audit_rx, tasks);
     let (judge_tx, judge_rx) = tokio::sync::mpsc::channel(JUDGE_QUEUE);
     let judge = config
         .judge
@@ -205,7 +249,7 @@ fn accounting(
             tokenizer,
             Arc::clone(&config.pricing),
             Arc::clone(&policy),
-            AuditSink::new(audit_tx, tasks.clone()),
+            AuditSink::new(Arc::clone(&audit_queues), tasks.clone()),
             tasks.clone(),
             config.audit.store_bodies,
             judge,
@@ -229,7 +273,24 @@ fn accounting(
             );
         }
     }
-    Ok((proxy, meter))
+    Ok(Accounting {
+        proxy,
+        meter,
+        audit_queues,
+        spill,
+    })
+}
+
+/// Starts an audit writer, with a chain of its own, on the calling runtime.
+fn start_audit_writer(
+    store: &Arc<dyn crate::store::Store>,
+    spill: &SharedSpill,
+    rx: tokio::sync::mpsc::Receiver<crate::store::Outcome>,
+    tasks: &Tasks,
+) {
+    let writer = AuditWriter::new(Arc::clone(store), Arc::clone(spill));
+    tracing::info!(chain = writer.chain(), lane = ?crate::lanes::current(), "audit writer started");
+    tasks.spawn("audit-writer", writer.run(rx));
 }
 
 /// The semantic index, when some tenant may use it and its embedder is available. Missing
