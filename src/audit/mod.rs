@@ -47,7 +47,8 @@ impl AuditSink {
 
     /// Hands one outcome to the writer without waiting. When the queue is full (the writer is
     /// behind, e.g. its disk stalls), a tracked task waits for room instead of the request:
-    /// the record is late, never lost.
+    /// the record is late, never lost. New requests wait in [`AuditSink::room`] meanwhile, so
+    /// such tasks number at most the requests in flight.
     pub fn submit(&self, outcome: Outcome) {
         let tx = self.queues.sender();
         match tx.try_send(outcome) {
@@ -70,6 +71,19 @@ impl AuditSink {
         self.report_depth();
     }
 
+    /// Waits while the calling lane's queue is full. Admission calls it before a request
+    /// starts, so a writer that cannot keep up (a slow store) slows new requests down instead
+    /// of letting records pile up in memory without bound; a request already running never
+    /// waits for the audit.
+    pub async fn room(&self) {
+        let tx = self.queues.sender();
+        if tx.capacity() == 0 {
+            // Queued behind the records already waiting for room (the semaphore is fair);
+            // the slot goes back at once.
+            let _ = tx.reserve().await;
+        }
+    }
+
     /// Updates `sentinel_audit_queue_depth`.
     #[expect(clippy::cast_precision_loss, reason = "a gauge of a queue length")]
     fn report_depth(&self) {
@@ -79,5 +93,44 @@ impl AuditSink {
             .map(|tx| tx.max_capacity() - tx.capacity())
             .sum();
         QUEUE_DEPTH.set(queued as f64 + self.waiting.load(Ordering::Relaxed) as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn outcome() -> Outcome {
+        Outcome {
+            record: record::sample("room-t", "req", 1),
+            cost_nano: 0,
+            saved_nano: 0,
+            settle: crate::store::Settlement::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_new_requests_until_the_writer_takes_a_record() {
+        let (queues, mut rx) = LaneQueue::new(0, 2);
+        let sink = AuditSink::new(Arc::new(queues), Tasks::new());
+        assert!(
+            sink.room().now_or_never().is_some(),
+            "an empty queue has room"
+        );
+        sink.submit(outcome());
+        sink.submit(outcome());
+        let mut waiting = Box::pin(sink.room());
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "a full queue has no room"
+        );
+        // A third record still goes in (behind the queue, in a task), never lost.
+        sink.submit(outcome());
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_some());
+        waiting.await;
     }
 }

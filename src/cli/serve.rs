@@ -225,8 +225,10 @@ fn accounting(
         Arc::clone(&tokenizer),
         &config.pricing,
     ));
-    let (audit_queues, audit_rx) =
-        LaneQueue::new(config.server.workers, config.audit.queue_capacity);
+    // `audit.queue_capacity` bounds the records held in memory: it is shared out among the
+    // lanes' queues and the shared one.
+    let per_queue = (config.audit.queue_capacity / (config.server.workers + 1)).max(1);
+    let (audit_queues, audit_rx) = LaneQueue::new(config.server.workers, per_queue);
     let audit_queues = Arc::new(audit_queues);
     let spill =
         Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;

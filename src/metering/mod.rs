@@ -104,6 +104,11 @@ impl Meter {
         &self.tokenizer
     }
 
+    /// Waits while the audit queue is full (see [`AuditSink::room`]).
+    pub async fn audit_room(&self) {
+        self.sink.room().await;
+    }
+
     /// Opens the ledger of a request.
     #[expect(
         clippy::too_many_arguments,

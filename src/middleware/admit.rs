@@ -103,6 +103,7 @@ where
                 }
             };
             let stream = matches!(&body.api, ApiRequest::Chat(c) if c.is_stream());
+            meter.audit_room().await;
             let mut ledger = meter.open(
                 id,
                 &caller,

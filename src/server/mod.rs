@@ -82,57 +82,21 @@ pub async fn serve_lanes(
     let mut ready = Vec::with_capacity(count);
     for lane in 0..count.max(1) {
         let lane_err = |source| ServeError::Lane { lane, source };
-        let listener = listener.try_clone().map_err(lane_err)?;
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (app, tasks, shutdown, options, on_start, release) = (
-            app.clone(),
-            tasks.clone(),
-            shutdown.clone(),
-            options.clone(),
-            on_start.clone(),
-            release.clone(),
-        );
+        let spec = LaneSpec {
+            lane,
+            listener: listener.try_clone().map_err(lane_err)?,
+            app: app.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            options: options.clone(),
+            on_start: on_start.clone(),
+            release: release.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("sentinel-lane-{lane}"))
-            .spawn(move || {
-                crate::lanes::enter(lane);
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    on_start(lane).await;
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(err) => {
-                            let _ = ready_tx.send(Err(err));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    let clean = serve(
-                        listener,
-                        app,
-                        &tasks,
-                        shutdown,
-                        options.header_read_timeout,
-                        options.grace,
-                    )
-                    .await;
-                    let _ = done_tx.send(clean);
-                    // Background work spawned by this lane's requests (stream drains, cache
-                    // fills) runs here until the process has drained it.
-                    release.cancelled().await;
-                });
-                runtime.shutdown_timeout(options.grace);
-            })
+            .spawn(move || spec.run(ready_tx, done_tx))
             .map_err(lane_err)?;
         lanes.threads.push(thread);
         lanes.done.push(done_rx);
@@ -150,6 +114,67 @@ pub async fn serve_lanes(
         }
     }
     Ok(lanes)
+}
+
+/// Everything one lane thread needs.
+struct LaneSpec {
+    lane: usize,
+    listener: std::net::TcpListener,
+    app: Router,
+    tasks: Tasks,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+    on_start: LaneStart,
+    release: CancellationToken,
+}
+
+impl LaneSpec {
+    /// The lane thread: its runtime, its start-up, its accept loop, then its background work
+    /// until released. Reports readiness (or why not) on `ready`, and on `done` whether
+    /// serving ended cleanly.
+    fn run(
+        self,
+        ready: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+        done: tokio::sync::oneshot::Sender<bool>,
+    ) {
+        crate::lanes::enter(self.lane);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = ready.send(Err(err));
+                return;
+            }
+        };
+        let grace = self.options.grace;
+        runtime.block_on(async move {
+            (self.on_start)(self.lane).await;
+            let listener = match TcpListener::from_std(self.listener) {
+                Ok(listener) => listener,
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            let clean = serve(
+                listener,
+                self.app,
+                &self.tasks,
+                self.shutdown,
+                self.options.header_read_timeout,
+                self.options.grace,
+            )
+            .await;
+            let _ = done.send(clean);
+            // This lane's audit and cache-fill writers, and the work its requests left behind
+            // (stream drains), run here until the process has drained them.
+            self.release.cancelled().await;
+        });
+        runtime.shutdown_timeout(grace);
+    }
 }
 
 impl Lanes {
