@@ -335,7 +335,8 @@ impl Default for RawAudit {
             store_bodies: StoreBodies::None,
             retention: "30d".into(),
             spill_path: "data/audit-spill.log".into(),
-            queue_capacity: 65_536,
+            // About 1.5 KB a record: a full backlog stays near 25 MB.
+            queue_capacity: 16_384,
         }
     }
 }
