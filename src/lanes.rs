@@ -84,19 +84,29 @@ impl<T> PerLane<T> {
 
 /// A queue per lane plus a shared one, for background work that should run where the
 /// request that made it ran: senders pick the calling thread's queue, and each lane takes its
-/// receiver once, at start, to run the consumer on its own runtime (the shared receiver is
-/// returned by [`LaneQueue::new`]). Consumers then compete for CPU with the lane's requests
-/// inside one scheduler, not as one more thread the kernel shares out, and a send never wakes
-/// another thread.
+/// receiver once, at start, from [`LaneReceivers`], to run the consumer on its own runtime.
+/// Consumers then compete for CPU with the lane's requests inside one scheduler, not as one
+/// more thread the kernel shares out, and a send never wakes another thread. The senders and
+/// the receivers are separate values, so that holding on to the receivers never keeps a queue
+/// open: a consumer sees its queue close once the last [`LaneQueue`] is gone.
 #[derive(Debug)]
 pub struct LaneQueue<T> {
     senders: PerLane<tokio::sync::mpsc::Sender<T>>,
+}
+
+/// The receiving ends of a [`LaneQueue`]'s lane queues, each taken once.
+#[derive(Debug)]
+pub struct LaneReceivers<T> {
     receivers: Box<[tokio::sync::Mutex<Option<tokio::sync::mpsc::Receiver<T>>>]>,
 }
 
 impl<T> LaneQueue<T> {
-    /// Queues of `capacity` each for `lanes` lanes and the shared one; the shared receiver.
-    pub fn new(lanes: usize, capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<T>) {
+    /// Queues of `capacity` each for `lanes` lanes and the shared one: the senders, the
+    /// shared receiver, and the lanes' receivers.
+    pub fn new(
+        lanes: usize,
+        capacity: usize,
+    ) -> (Self, tokio::sync::mpsc::Receiver<T>, LaneReceivers<T>) {
         let (shared_tx, shared_rx) = tokio::sync::mpsc::channel(capacity);
         let senders = PerLane::new(shared_tx, lanes);
         let receivers = (0..lanes)
@@ -106,7 +116,7 @@ impl<T> LaneQueue<T> {
                 tokio::sync::Mutex::new(Some(rx))
             })
             .collect();
-        (Self { senders, receivers }, shared_rx)
+        (Self { senders }, shared_rx, LaneReceivers { receivers })
     }
 
     /// The calling thread's queue.
@@ -119,7 +129,9 @@ impl<T> LaneQueue<T> {
         std::iter::once(self.senders.shared())
             .chain(self.senders.lanes.iter().filter_map(OnceLock::get))
     }
+}
 
+impl<T> LaneReceivers<T> {
     /// Lane `lane`'s receiver; `None` when out of range or already taken.
     pub fn take(&self, lane: usize) -> Option<tokio::sync::mpsc::Receiver<T>> {
         self.receivers.get(lane)?.try_lock().ok()?.take()
@@ -154,13 +166,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_lane_sends_to_its_own_queue_and_takes_its_receiver_once() {
-        let (queue, mut shared) = LaneQueue::new(2, 4);
+        let (queue, mut shared, receivers) = LaneQueue::new(2, 4);
         let queue = std::sync::Arc::new(queue);
         queue.sender().try_send("from a non-lane thread").unwrap();
         assert_eq!(shared.recv().await, Some("from a non-lane thread"));
-        let mut lane1 = queue.take(1).unwrap();
-        assert!(queue.take(1).is_none());
-        assert!(queue.take(2).is_none());
+        let mut lane1 = receivers.take(1).unwrap();
+        assert!(receivers.take(1).is_none());
+        assert!(receivers.take(2).is_none());
         let sender = std::sync::Arc::clone(&queue);
         std::thread::spawn(move || {
             enter(1);
@@ -171,6 +183,10 @@ mod tests {
         assert_eq!(lane1.recv().await, Some("from lane one"));
         assert!(shared.try_recv().is_err());
         assert_eq!(queue.senders().count(), 3);
+        // The receivers alone do not keep a queue open.
+        drop(queue);
+        assert_eq!(lane1.recv().await, None);
+        assert_eq!(shared.recv().await, None);
     }
 
     #[test]

@@ -113,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_holds_new_requests_until_the_writer_takes_a_record() {
-        let (queues, mut rx) = LaneQueue::new(0, 2);
+        let (queues, mut rx, _) = LaneQueue::new(0, 2);
         let sink = AuditSink::new(Arc::new(queues), Tasks::new());
         assert!(
             sink.room().now_or_never().is_some(),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::CachedAnswer;
 use super::SemanticLookup;
-use crate::lanes::LaneQueue;
+use crate::lanes::{LaneQueue, LaneReceivers};
 use crate::store::Store;
 use crate::tasks::Tasks;
 use crate::telemetry::names;
@@ -46,6 +46,7 @@ pub struct Pending {
 #[derive(Debug)]
 pub struct Filler {
     queues: LaneQueue<Pending>,
+    lanes: LaneReceivers<Pending>,
     store: Arc<dyn Store>,
     semantic: Option<Arc<dyn SemanticLookup>>,
 }
@@ -60,9 +61,10 @@ impl Filler {
         lanes: usize,
         tasks: &Tasks,
     ) -> Self {
-        let (queues, rx) = LaneQueue::new(lanes, QUEUE);
+        let (queues, rx, lanes) = LaneQueue::new(lanes, QUEUE);
         let filler = Self {
             queues,
+            lanes,
             store,
             semantic,
         };
@@ -72,7 +74,7 @@ impl Filler {
 
     /// Starts lane `lane`'s writer on the calling runtime (once).
     pub fn start_lane(&self, lane: usize, tasks: &Tasks) {
-        if let Some(rx) = self.queues.take(lane) {
+        if let Some(rx) = self.lanes.take(lane) {
             self.spawn_writer(rx, tasks);
         }
     }

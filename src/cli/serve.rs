@@ -11,7 +11,7 @@ use crate::audit::AuditSink;
 use crate::config::{Config, EnvSource};
 use crate::judge::worker::Workers;
 use crate::judge::Judge;
-use crate::lanes::LaneQueue;
+use crate::lanes::{LaneQueue, LaneReceivers};
 use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
@@ -65,7 +65,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let Accounting {
         proxy,
         meter,
-        audit_queues,
+        audit_lanes,
         spill,
     } = accounting(&config, &store, &tasks)?;
     let cache = crate::cache::Cache::new(
@@ -110,7 +110,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
         lane_start(LaneWork {
             store: Arc::clone(&store),
             spill,
-            audit_queues,
+            audit_lanes,
             cache: Arc::clone(&state.cache),
             tasks: tasks.clone(),
         }),
@@ -157,7 +157,7 @@ async fn metrics_upkeep(
 struct LaneWork {
     store: Arc<dyn crate::store::Store>,
     spill: SharedSpill,
-    audit_queues: Arc<LaneQueue<crate::store::Outcome>>,
+    audit_lanes: LaneReceivers<crate::store::Outcome>,
     cache: Arc<crate::cache::Cache>,
     tasks: Tasks,
 }
@@ -175,7 +175,7 @@ fn lane_start(work: LaneWork) -> server::LaneStart {
                 "lane-store-ping",
                 ping_lane_store(Arc::clone(&work.store), stop),
             );
-            if let Some(rx) = work.audit_queues.take(lane) {
+            if let Some(rx) = work.audit_lanes.take(lane) {
                 start_audit_writer(&work.store, &work.spill, rx, &work.tasks);
             }
             work.cache.start_lane_filler(lane, &work.tasks);
@@ -205,8 +205,9 @@ async fn ping_lane_store(store: Arc<dyn crate::store::Store>, stop: Cancellation
 struct Accounting {
     proxy: Arc<Proxy>,
     meter: Arc<Meter>,
-    /// Each lane starts its own writer on its queue.
-    audit_queues: Arc<LaneQueue<crate::store::Outcome>>,
+    /// Each lane starts its own writer on its queue. Only the receivers: the senders live in
+    /// the meter, and a writer stops once they are gone.
+    audit_lanes: LaneReceivers<crate::store::Outcome>,
     spill: SharedSpill,
 }
 
@@ -228,7 +229,7 @@ fn accounting(
     // `audit.queue_capacity` bounds the records held in memory: it is shared out among the
     // lanes' queues and the shared one.
     let per_queue = (config.audit.queue_capacity / (config.server.workers + 1)).max(1);
-    let (audit_queues, audit_rx) = LaneQueue::new(config.server.workers, per_queue);
+    let (audit_queues, audit_rx, audit_lanes) = LaneQueue::new(config.server.workers, per_queue);
     let audit_queues = Arc::new(audit_queues);
     let spill =
         Spill::open(&config.audit.spill_path).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -278,7 +279,7 @@ fn accounting(
     Ok(Accounting {
         proxy,
         meter,
-        audit_queues,
+        audit_lanes,
         spill,
     })
 }
