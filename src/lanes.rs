@@ -3,13 +3,14 @@
 //! On a work-stealing runtime every request hops threads: the accept, the Redis reply and the
 //! upstream reply each wake whichever worker is parked, and the connection tasks of the shared
 //! Redis and upstream clients run wherever they were last woken. On a small host that is most
-//! of the added latency (see BENCHMARKS.md). A lane instead runs the whole request on one
+//! of the added latency (BENCHMARKS.md, "Third follow-up: serving lanes"). A lane instead runs the whole request on one
 //! thread: it accepts from the shared listener, and the hot-path clients give it its own
 //! connections through [`PerLane`], so the request, its Redis round trip and its upstream call
 //! are driven by the same thread without a cross-thread wake.
 //!
-//! Work that does not belong to a request (audit writer, judge workers, watchers) stays on
-//! the main runtime and uses the shared connection.
+//! The background work requests leave (audit records, cache fills) goes to writers on the
+//! same lane through [`LaneQueue`]. Work that belongs to no request (judge workers, watchers)
+//! stays on the main runtime and uses the shared connection.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
