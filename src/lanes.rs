@@ -139,6 +139,26 @@ impl<T> LaneReceivers<T> {
     }
 }
 
+/// How long a background writer waits after the first item of a batch for more to arrive.
+/// One write per item would wake the writer, and the store, once per request; at a few
+/// thousand requests per second a couple of milliseconds gathers several into one pipelined
+/// write. The wait is not a loss window: items already sit in memory in the queue.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Tops up `batch` (which holds the first item or items just received) to at most `max`:
+/// waits [`LINGER`], then takes whatever has arrived. It does not listen while it waits, so
+/// a send to the queue meanwhile wakes nothing; a closed queue still hands over what it holds.
+pub async fn gather<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) {
+    if batch.len() >= max {
+        return;
+    }
+    tokio::time::sleep(LINGER).await;
+    while batch.len() < max {
+        let Ok(item) = rx.try_recv() else { break };
+        batch.push(item);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +208,23 @@ mod tests {
         drop(queue);
         assert_eq!(lane1.recv().await, None);
         assert_eq!(shared.recv().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gather_takes_what_arrived_while_it_waited_up_to_the_limit() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let mut batch = vec![0];
+        let sender = async {
+            for n in 1..=5 {
+                tx.send(n).await.unwrap();
+            }
+        };
+        tokio::join!(gather(&mut rx, &mut batch, 4), sender);
+        assert_eq!(batch, [0, 1, 2, 3]);
+        // A full batch goes at once.
+        gather(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch.len(), 4);
+        assert_eq!(rx.try_recv(), Ok(4));
     }
 
     #[test]

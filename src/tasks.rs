@@ -35,6 +35,26 @@ impl Tasks {
         self.tracker.spawn(fut)
     }
 
+    /// Runs `tick` every `period` (the first at once; a late tick delays the next rather than
+    /// bunching up) until shutdown begins.
+    pub fn spawn_every<F, Fut>(&self, name: &'static str, period: Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let stop = self.shutdown_token();
+        self.spawn(name, async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = interval.tick() => tick().await,
+                }
+            }
+        });
+    }
+
     /// Cancelled when shutdown begins; long-running workers select on it.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -67,7 +87,30 @@ impl Tasks {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_periodic_task_ticks_until_shutdown_and_then_drains() {
+        let tasks = Tasks::new();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        tasks.spawn_every("ticker", Duration::from_millis(10), move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(35)).await;
+        // At 0, 10, 20 and 30 ms.
+        assert_eq!(ticks.load(Ordering::SeqCst), 4);
+        tasks.begin_shutdown();
+        assert!(tasks.drain(Duration::from_secs(1)).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), 4);
+    }
 
     #[tokio::test]
     async fn drain_waits_for_tracked_work() {

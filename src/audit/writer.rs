@@ -25,11 +25,6 @@ use crate::telemetry::names;
 
 /// Outcomes per store write.
 pub const BATCH: usize = 512;
-/// How long the writer waits after the first outcome of a batch for more to arrive. One write
-/// per outcome would wake this task, and Redis, once per request; at a few thousand requests
-/// per second a couple of milliseconds gathers several outcomes into one pipelined write. The
-/// wait is not a loss window: outcomes already sit in memory in the queue until written.
-pub const LINGER: Duration = Duration::from_millis(2);
 /// How often a spilling writer tries the store again.
 pub const REPLAY_EVERY: Duration = Duration::from_millis(250);
 
@@ -80,15 +75,7 @@ impl AuditWriter {
                     if n == 0 {
                         break;
                     }
-                    if buf.len() < BATCH {
-                        // Not listening meanwhile: a send to a queue nobody waits on wakes
-                        // nothing. A closed queue still hands over what it holds below.
-                        tokio::time::sleep(LINGER).await;
-                        while buf.len() < BATCH {
-                            let Ok(outcome) = rx.try_recv() else { break };
-                            buf.push(outcome);
-                        }
-                    }
+                    crate::lanes::gather(&mut rx, &mut buf, BATCH).await;
                     self.write(std::mem::take(&mut buf)).await;
                 }
                 _ = tick.tick() => self.replay().await,

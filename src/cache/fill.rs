@@ -3,10 +3,10 @@
 //!
 //! A write per answer would cost the request's thread a socket write and a wake-up for the
 //! store's reply on every miss. Instead [`super::Fill::store`] queues the answer and returns;
-//! the writer wakes on the first fill of a batch, waits [`LINGER`] for more, and writes the
-//! batch at once (pipelined on one connection). A full queue drops
-//! the fill (counted): it is only a cache. Semantic entries are indexed once their exact entry
-//! is stored.
+//! the writer wakes on the first fill of a batch, gathers more for [`crate::lanes::LINGER`],
+//! and writes the batch at once (pipelined on one connection). A full queue drops the fill
+//! (counted): it is only a cache. Semantic entries are indexed once their exact entry is
+//! stored.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -26,8 +26,6 @@ use crate::telemetry::names;
 pub const QUEUE: usize = 4096;
 /// Fills per write.
 pub const BATCH: usize = 256;
-/// How long the writer waits after the first fill of a batch for more to arrive.
-pub const LINGER: Duration = Duration::from_millis(2);
 
 static DROPPED: LazyLock<Counter> = LazyLock::new(|| metrics::counter!(names::CACHE_FILLS_DROPPED));
 
@@ -119,14 +117,7 @@ impl Writer {
             if n == 0 {
                 return;
             }
-            if batch.len() < BATCH && !stop.is_cancelled() {
-                // Not listening meanwhile: a send to a queue nobody waits on wakes nothing.
-                tokio::time::sleep(LINGER).await;
-                while batch.len() < BATCH {
-                    let Ok(fill) = rx.try_recv() else { break };
-                    batch.push(fill);
-                }
-            }
+            crate::lanes::gather(&mut rx, &mut batch, BATCH).await;
             self.write(std::mem::take(&mut batch)).await;
         }
     }

@@ -23,7 +23,6 @@ use crate::tasks::Tasks;
 use crate::telemetry;
 use crate::tenancy::{self, Tenancy};
 use crate::tokens::Tokenizer;
-use tokio_util::sync::CancellationToken;
 
 /// Sampled answers waiting for the judge; a full queue drops the sample (counted).
 const JUDGE_QUEUE: usize = 1024;
@@ -40,10 +39,11 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let metrics = telemetry::install_metrics(&config)?;
     let tasks = Tasks::new();
 
-    tasks.spawn(
-        "metrics-upkeep",
-        metrics_upkeep(metrics.clone(), tasks.shutdown_token()),
-    );
+    let upkeep = metrics.clone();
+    tasks.spawn_every("metrics-upkeep", METRICS_UPKEEP, move || {
+        upkeep.run_upkeep();
+        std::future::ready(())
+    });
 
     if let Some(addr) = config.demo.mock_provider {
         let mock = MockProvider::start(addr, MockOptions::default(), &tasks).await?;
@@ -139,20 +139,6 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Folds histogram buffers into the exported state until shutdown.
-async fn metrics_upkeep(
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(METRICS_UPKEEP);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => metrics.run_upkeep(),
-        }
-    }
-}
-
 /// What a serving lane needs to start its own background work.
 struct LaneWork {
     store: Arc<dyn crate::store::Store>,
@@ -170,35 +156,24 @@ fn lane_start(work: LaneWork) -> server::LaneStart {
         let work = Arc::clone(&work);
         Box::pin(async move {
             work.store.attach_lane(lane).await;
-            let stop = work.tasks.shutdown_token();
-            work.tasks.spawn(
-                "lane-store-ping",
-                ping_lane_store(Arc::clone(&work.store), stop),
-            );
+            // An idle lane's connection reconnects after an outage before a request needs
+            // it, and `/health` reports the store ok only once every lane's does.
+            let store = Arc::clone(&work.store);
+            work.tasks
+                .spawn_every("lane-store-ping", tenancy::WATCH_INTERVAL, move || {
+                    let store = Arc::clone(&store);
+                    async move {
+                        if let Err(err) = store.ping().await {
+                            tracing::debug!(error = %err, "lane store ping failed");
+                        }
+                    }
+                });
             if let Some(rx) = work.audit_lanes.take(lane) {
                 start_audit_writer(&work.store, &work.spill, rx, &work.tasks);
             }
             work.cache.start_lane_filler(lane, &work.tasks);
         })
     })
-}
-
-/// Pings the store through the calling lane's connection until shutdown: an idle lane's
-/// connection reconnects after an outage before a request needs it, and `/health` reports the
-/// store ok only once every lane's does.
-async fn ping_lane_store(store: Arc<dyn crate::store::Store>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(tenancy::WATCH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => {
-                if let Err(err) = store.ping().await {
-                    tracing::debug!(error = %err, "lane store ping failed");
-                }
-            }
-        }
-    }
 }
 
 /// The accounting half of the state.

@@ -195,19 +195,13 @@ impl Tenancy {
     /// Watches the change sequence until shutdown.
     pub fn spawn_watch(self: &Arc<Self>, tasks: &Tasks) {
         let this = Arc::clone(self);
-        let stop = tasks.shutdown_token();
-        tasks.spawn("tenancy-watch", async move {
-            let mut tick = tokio::time::interval(WATCH_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(err) = this.poll_changes().await {
-                            metrics::counter!(crate::telemetry::names::STORE_ERRORS, "op" => "change_seq").increment(1);
-                            tracing::debug!(error = %err, "change poll failed");
-                        }
-                    }
+        tasks.spawn_every("tenancy-watch", WATCH_INTERVAL, move || {
+            let this = Arc::clone(&this);
+            async move {
+                if let Err(err) = this.poll_changes().await {
+                    metrics::counter!(crate::telemetry::names::STORE_ERRORS, "op" => "change_seq")
+                        .increment(1);
+                    tracing::debug!(error = %err, "change poll failed");
                 }
             }
         });
