@@ -70,9 +70,13 @@ pub async fn serve_lanes(
     options: ServeOptions,
     on_start: LaneStart,
 ) -> Result<Lanes, ServeError> {
+    // Handing the socket to the lanes' runtimes is part of binding it.
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let listener = listener
         .into_std()
-        .map_err(|source| ServeError::Lane { lane: 0, source })?;
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let release = CancellationToken::new();
     let mut lanes = Lanes {
         done: Vec::with_capacity(count),
