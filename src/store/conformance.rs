@@ -20,6 +20,7 @@ pub async fn run_all<S: Store>(store: &S) {
     combined_admission(store).await;
     concurrent_takes_are_atomic(store).await;
     audit_outcomes(store).await;
+    batched_outcomes(store).await;
     audit_pages(store).await;
     cache_entries(store).await;
     semantic_partitions(store).await;
@@ -502,6 +503,104 @@ async fn audit_outcomes<S: Store>(s: &S) {
         .is_empty());
 
     audit_lookups(s, &b.record, &hit.record).await;
+}
+
+/// The outcomes of `tenant`, one chain: costs rise, every third request had reserved more
+/// than the budget holds, and the token corrections drive the window to zero and back.
+fn settling_outcomes(tenant: &str, t0: u64, month: &str) -> Vec<Outcome> {
+    let mut prev = crate::audit::record::GENESIS.to_owned();
+    (1..=70u64)
+        .map(|i| {
+            let mut o = outcome(tenant, &format!("req-{i}"), t0 + i, i, &prev);
+            prev.clone_from(&o.record.hash);
+            o.cost_nano = i64::try_from(i * 100).unwrap();
+            o.settle = Settlement {
+                budget: Some((month.to_owned(), if i % 3 == 0 { 5_000 } else { 50 })),
+                windows: vec![WindowSettle {
+                    scope: format!("{tenant}:tpm"),
+                    window_ms: 60_000,
+                    delta: if i % 4 == 0 { -40 } else { 7 },
+                    taken_at_ms: t0,
+                }],
+            };
+            o
+        })
+        .collect()
+}
+
+/// A batch settles exactly as its outcomes written one call at a time: each release floors
+/// the reservation at zero and each token correction floors the window, in order, even when
+/// the backend folds a batch's counters together; a replayed record inside a batch is skipped
+/// while the new ones around it are written; a batch larger than one script call keeps its
+/// order.
+async fn batched_outcomes<S: Store>(s: &S) {
+    let t0 = recent_midnight();
+    let month = crate::audit::record::day_of(t0)[..7].to_owned();
+    let w = Duration::from_secs(60);
+    for tenant in ["bo-one", "bo-batch"] {
+        assert!(
+            s.budget_reserve(tenant, &month, 20_000, 1_000_000, true)
+                .await
+                .unwrap()
+                .allowed
+        );
+        let scope = format!("{tenant}:tpm");
+        assert!(
+            s.window_take(&scope, 1_000, w, 100, t0)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    for o in settling_outcomes("bo-one", t0, &month) {
+        assert_eq!(s.record_outcomes(&[o]).await.unwrap(), 1);
+    }
+    let batched = settling_outcomes("bo-batch", t0, &month);
+    assert_eq!(s.record_outcomes(&batched[..10]).await.unwrap(), 10);
+    assert_eq!(s.record_outcomes(&batched[4..]).await.unwrap(), 60);
+
+    // The figures, worked out one outcome at a time.
+    let outcomes = settling_outcomes("expected", t0, &month);
+    let (mut reserved, mut tokens) = (20_000_i64, 100_i64);
+    for o in &outcomes {
+        reserved = (reserved - o.settle.budget.as_ref().unwrap().1).max(0);
+        tokens = (tokens + o.settle.windows[0].delta).max(0);
+    }
+    let spent: i64 = outcomes.iter().map(|o| o.cost_nano).sum();
+    for tenant in ["bo-one", "bo-batch"] {
+        assert_eq!(
+            s.budget_state(tenant, &month).await.unwrap(),
+            (spent, reserved),
+            "{tenant}"
+        );
+        let scope = format!("{tenant}:tpm");
+        let probe = s
+            .window_take(&scope, 1_000_000, w, 0, t0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(probe.count, u64::try_from(tokens).unwrap(), "{tenant}");
+        let (records, heads) = s.audit_all(tenant).await.unwrap();
+        let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
+        let expected: Vec<_> = (1..=70).map(|i| format!("req-{i}")).collect();
+        assert_eq!(ids, expected, "{tenant}: every record once, in chain order");
+        assert_eq!(heads.len(), 1);
+        assert_eq!(heads[0].seq, 70, "{tenant}");
+        let rows = s
+            .usage_rows(
+                tenant,
+                &crate::audit::record::day_of(t0),
+                &crate::audit::record::day_of(t0),
+                UsageGrain::Key,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{tenant}: {rows:?}");
+        assert_eq!(
+            (rows[0].requests, rows[0].prompt_tokens, rows[0].cost_nano),
+            (70, 700, spent),
+            "{tenant}"
+        );
+    }
 }
 
 /// Lookups are per tenant; judge results merge in; the whole log comes back in write order.

@@ -5,7 +5,6 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `sntl:{<t>}:audit` | stream | sealed records (`r` = JSON), trimmed by `MINID` to the retention |
-//! | `sntl:{<t>}:audit:seen:<chain>:<seq>` | string | marks a sealed record as written (idempotency), expires with the retention |
 //! | `sntl:{<t>}:audit:rid:<request_id>` | string | the stream id of the latest record with that request id (lookup), expires with the retention |
 //! | `sntl:{<t>}:audit:judge:<request_id>` | string | the judge's result, JSON (outside the seal) |
 //! | `sntl:{<t>}:audit:chains` | hash | chain id → `seq:hash` of its last record |
@@ -15,10 +14,19 @@
 //! Rollups are kept per model and per key (not per model × key) so a report reads a few
 //! dozen fields a day, not every combination.
 //!
-//! One `RECORD` script per outcome writes the record, its rollup and its settlement, and does
-//! nothing when the record's seal (chain and seq) is already known: replays after an outage
-//! are harmless, while a client reusing a request id still gets every request recorded.
+//! One `RECORD_BATCH` script call per tenant and batch writes the records, their rollups and
+//! their settlements, and skips a record whose seal is not past its chain's head: replays
+//! after an outage are harmless, while a client reusing a request id still gets every request
+//! recorded.
+//!
+//! The chain head is the idempotency mark because each chain reaches the store in order: its
+//! one writer seals and writes its batches one after another, writes a tenant's records in
+//! order, and while anything is spilled it spills instead of writing, and the spill is replayed
+//! in order. A record at or below its chain's head has therefore been written (a write that
+//! timed out and ran late, or a replay); one per-record marker key would cost Redis a key per
+//! request for the whole retention.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -43,95 +51,201 @@ const SCAN_CAP: usize = 20_000;
 /// Unit separator between the parts of a rollup field.
 const SEP: char = '\u{1f}';
 
-/// KEYS: stream, rid, chains, usage day by model, budget period (or an unused key), seen,
-/// usage day by key, window buckets...
-/// ARGV: 1 record, 2 retention s, 3 minid ms, 4 chain, 5 seq, 6 hash, 7 model field prefix,
-/// 8 prompt, 9 completion, 10 cost, 11 hit, 12 saved, 13 budget reserved (`''`: none),
-/// 14 usage ttl s, 15 window ttl ms, 16 record time (Unix ms), 17 key field prefix, then one
-/// delta per window bucket.
-const RECORD: &str = r"
--- The seal marker is set only when absent: a replayed record stops here.
-if not redis.call('SET', KEYS[6], '1', 'EX', ARGV[2], 'NX') then
-  return 0
+/// Records written by one script call at most: a call blocks Redis while it runs (about 10 µs
+/// a record), so a large batch (a spill replay) goes as several calls, in order.
+const RECORDS_PER_CALL: usize = 32;
+
+/// Writes a batch of one tenant's outcomes, in order. Each record is written once (a record
+/// whose seq is not past its chain's head is skipped whole; an unsealed one, chain `''`, is
+/// always written); the rollups, chain heads, budget settlements and window corrections of
+/// the records written are then applied once per key, with the same per-record arithmetic as
+/// applying them one by one. Every
+/// `redis.call` costs Redis a few microseconds of its single thread, so folding the batch's
+/// counters together is what keeps the audit's share of Redis small.
+///
+/// KEYS: 1 stream, 2 chains, then per record: rid, usage day by model, usage day by key,
+/// budget period (only when the record settles a budget), one key per window bucket.
+/// ARGV: 1 retention s, 2 minid ms, 3 usage ttl s, 4 window ttl ms, 5 record count, then per
+/// record: json, chain, seq, hash, model field prefix, key field prefix, prompt, completion,
+/// cost, hit, saved, budget reserved (`''`: none), record time (Unix ms), window count n, then
+/// one delta per window bucket.
+/// Returns the number of records written.
+const RECORD_BATCH: &str = r"
+local stream, retention, minid = KEYS[1], ARGV[1], ARGV[2]
+local written = 0
+-- Folded per key, in first-seen order so the effects are deterministic.
+local heads, head_order = {}, {} -- chain -> {seq, 'seq:hash' to store or false}
+local sums, sum_keys = {}, {}
+local budgets, budget_order = {}, {}
+local deltas, bucket_order = {}, {}
+
+local function add(key, field, v)
+  local fields = sums[key]
+  if not fields then
+    fields = {order = {}, v = {}}
+    sums[key] = fields
+    sum_keys[#sum_keys + 1] = key
+  end
+  if not fields.v[field] then
+    fields.v[field] = 0
+    fields.order[#fields.order + 1] = field
+  end
+  fields.v[field] = fields.v[field] + v
 end
--- The entry id follows the record's time (so time ranges are id ranges), never going below
--- the newest entry: a record written late (replayed, or behind a concurrent writer) takes the
--- newest entry's millisecond. The stream's top is read only when the record's own time is
--- refused, which keeps the common case to one command.
-local minid = ARGV[3]
-local id = redis.pcall('XADD', KEYS[1], 'MINID', '~', minid, ARGV[16] .. '-*', 'r', ARGV[1])
-if type(id) == 'table' and id.err then
-  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #top > 0 then
-    id = redis.pcall('XADD', KEYS[1], 'MINID', '~', minid,
-      string.match(top[1][1], '^(%d+)') .. '-*', 'r', ARGV[1])
-  end
-  if type(id) ~= 'string' then
-    -- The stream's last id is past its newest entry (that entry was trimmed or deleted): let
-    -- Redis pick the next id.
-    id = redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ARGV[1])
-  end
+
+local function append(entry_id, json)
+  return redis.pcall('XADD', stream, 'MINID', '~', minid, entry_id, 'r', json)
 end
-redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
-if ARGV[4] ~= '' then
-  local head = redis.call('HGET', KEYS[3], ARGV[4])
-  local cur = 0
-  if head then
-    cur = tonumber(string.match(head, '^(%d+)')) or 0
+
+local a, k = 6, 3
+for _ = 1, tonumber(ARGV[5]) do
+  local json, chain, seq, hash = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local reserved, ts, nwin = ARGV[a + 11], ARGV[a + 12], tonumber(ARGV[a + 13])
+  local kwin = k + 3
+  if reserved ~= '' then
+    kwin = k + 4
   end
-  if tonumber(ARGV[5]) > cur then
-    redis.call('HSET', KEYS[3], ARGV[4], ARGV[5] .. ':' .. ARGV[6])
-  end
-end
--- Absent fields read as zero, so zero increments are skipped; a rollup hash gets its expiry
--- when its first record creates it.
-for _, rollup in ipairs({{KEYS[4], ARGV[7]}, {KEYS[7], ARGV[17]}}) do
-  local key, p = rollup[1], rollup[2]
-  if redis.call('HINCRBY', key, p .. 'requests', 1) == 1 then
-    redis.call('EXPIRE', key, ARGV[14])
-  end
-  for _, m in ipairs({{'prompt_tokens', ARGV[8]}, {'completion_tokens', ARGV[9]},
-                      {'cost_nano', ARGV[10]}, {'cache_hits', ARGV[11]}, {'saved_nano', ARGV[12]}}) do
-    if m[2] ~= '0' then
-      redis.call('HINCRBY', key, p .. m[1], m[2])
+  local new = true
+  if chain ~= '' then
+    local head = heads[chain]
+    if not head then
+      local stored = redis.call('HGET', KEYS[2], chain)
+      head = {stored and tonumber(string.match(stored, '^(%d+)')) or 0, false}
+      heads[chain] = head
+      head_order[#head_order + 1] = chain
+    end
+    -- At or below the head: written before (a replay, or a write that ran late).
+    new = seq > head[1]
+    if new then
+      head[1] = seq
+      head[2] = ARGV[a + 2] .. ':' .. hash
     end
   end
-end
-if ARGV[13] ~= '' then
-  local v = redis.call('HMGET', KEYS[5], 'spent', 'reserved')
-  local reserved = tonumber(v[2] or '0')
-  if reserved - tonumber(ARGV[13]) < 0 then
-    redis.call('HSET', KEYS[5], 'reserved', '0')
-  else
-    redis.call('HINCRBY', KEYS[5], 'reserved', -tonumber(ARGV[13]))
-  end
-  redis.call('HINCRBY', KEYS[5], 'spent', ARGV[10])
-end
--- A window bucket is touched only when the settlement changes it (an admitted request's rpm
--- take stands as it was).
-for i = 8, #KEYS do
-  local delta = tonumber(ARGV[17 + i - 7])
-  if delta ~= 0 then
-    local raw = redis.call('GET', KEYS[i])
-    local cur = tonumber(raw or '0')
-    local touched = false
-    if cur + delta >= 0 then
-      if raw or cur + delta > 0 then
-        redis.call('INCRBY', KEYS[i], delta)
-        touched = true
+  if new then
+    written = written + 1
+    -- The entry id follows the record's time (so time ranges are id ranges), never going
+    -- below the newest entry: a record written late (replayed, or behind a concurrent
+    -- writer) takes the newest entry's millisecond. The stream's top is read only when the
+    -- record's own time is refused, which keeps the common case to one command.
+    local id = append(ts .. '-*', json)
+    if type(id) == 'table' and id.err then
+      local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      if #top > 0 then
+        id = append(string.match(top[1][1], '^(%d+)') .. '-*', json)
       end
-    elseif raw then
-      redis.call('SET', KEYS[i], '0', 'KEEPTTL')
+      if type(id) ~= 'string' then
+        -- The stream's last id is past its newest entry (that entry was trimmed or deleted):
+        -- let Redis pick the next id.
+        id = redis.call('XADD', stream, 'MINID', '~', minid, '*', 'r', json)
+      end
     end
-    if touched and redis.call('PTTL', KEYS[i]) < 0 then
-      redis.call('PEXPIRE', KEYS[i], ARGV[15])
+    redis.call('SET', KEYS[k], id, 'EX', retention)
+    for _, rollup in ipairs({{KEYS[k + 1], ARGV[a + 4]}, {KEYS[k + 2], ARGV[a + 5]}}) do
+      local key, p = rollup[1], rollup[2]
+      add(key, p .. 'requests', 1)
+      add(key, p .. 'prompt_tokens', tonumber(ARGV[a + 6]))
+      add(key, p .. 'completion_tokens', tonumber(ARGV[a + 7]))
+      add(key, p .. 'cost_nano', tonumber(ARGV[a + 8]))
+      add(key, p .. 'cache_hits', tonumber(ARGV[a + 9]))
+      add(key, p .. 'saved_nano', tonumber(ARGV[a + 10]))
+    end
+    if reserved ~= '' then
+      local key = KEYS[k + 3]
+      if not budgets[key] then
+        budgets[key] = {}
+        budget_order[#budget_order + 1] = key
+      end
+      local b = budgets[key]
+      b[#b + 1] = {tonumber(reserved), tonumber(ARGV[a + 8])}
+    end
+    for i = 0, nwin - 1 do
+      local delta = tonumber(ARGV[a + 14 + i])
+      if delta ~= 0 then
+        local key = KEYS[kwin + i]
+        if not deltas[key] then
+          deltas[key] = {}
+          bucket_order[#bucket_order + 1] = key
+        end
+        local d = deltas[key]
+        d[#d + 1] = delta
+      end
+    end
+  end
+  a = a + 14 + nwin
+  k = kwin + nwin
+end
+
+-- Counters are written as exact integers: Lua numbers are doubles, exact below 2^53, and
+-- '%d' never switches to exponent notation the way tostring does.
+local function int(v)
+  return string.format('%d', v)
+end
+
+for _, chain in ipairs(head_order) do
+  local value = heads[chain][2]
+  if value then
+    redis.call('HSET', KEYS[2], chain, value)
+  end
+end
+-- Absent fields read as zero, so zero sums are skipped; a rollup hash gets its expiry when
+-- its first record creates it.
+for _, key in ipairs(sum_keys) do
+  local fields = sums[key]
+  for _, field in ipairs(fields.order) do
+    local v = fields.v[field]
+    if v ~= 0 then
+      local now = redis.call('HINCRBY', key, field, int(v))
+      if now == v and string.sub(field, -8) == 'requests' then
+        redis.call('EXPIRE', key, ARGV[3])
+      end
     end
   end
 end
-return 1
+-- Each settlement releases its reservation, flooring at zero, and records its cost as spent.
+for _, key in ipairs(budget_order) do
+  local v = redis.call('HMGET', key, 'spent', 'reserved')
+  local before = tonumber(v[2] or '0')
+  local reserved, spent = before, 0
+  for _, s in ipairs(budgets[key]) do
+    reserved = reserved - s[1]
+    if reserved < 0 then
+      reserved = 0
+    end
+    spent = spent + s[2]
+  end
+  if reserved ~= before then
+    redis.call('HINCRBY', key, 'reserved', int(reserved - before))
+  end
+  redis.call('HINCRBY', key, 'spent', int(spent))
+end
+-- A window bucket is touched only when a settlement changes it (an admitted request's rpm
+-- take stands as it was). Each correction floors at zero and creates a missing bucket only
+-- for a positive count, as `window_adjust` does.
+for _, key in ipairs(bucket_order) do
+  local raw = redis.call('GET', key)
+  local before = tonumber(raw or '0')
+  local cur, exists = before, raw ~= false
+  for _, delta in ipairs(deltas[key]) do
+    if cur + delta >= 0 then
+      if exists or cur + delta > 0 then
+        cur = cur + delta
+        exists = true
+      end
+    elseif exists then
+      cur = 0
+    end
+  end
+  if cur ~= before then
+    redis.call('INCRBY', key, int(cur - before))
+    if redis.call('PTTL', key) < 0 then
+      redis.call('PEXPIRE', key, ARGV[4])
+    end
+  end
+end
+return written
 ";
 
-static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
+static RECORD_BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_BATCH));
 
 /// A stream entry as `XRANGE` returns it: id and field/value pairs.
 type StreamEntry = (String, Vec<(String, String)>);
@@ -141,9 +255,6 @@ fn stream(tenant: &str) -> String {
 }
 fn rid(tenant: &str, request_id: &str) -> String {
     format!("sntl:{{{tenant}}}:audit:rid:{request_id}")
-}
-fn seen(tenant: &str, chain: &str, seq: u64) -> String {
-    format!("sntl:{{{tenant}}}:audit:seen:{chain}:{seq}")
 }
 fn judge_key(tenant: &str, request_id: &str) -> String {
     format!("sntl:{{{tenant}}}:audit:judge:{request_id}")
@@ -168,77 +279,101 @@ impl RedisStore {
         self.audit_retention.as_secs().max(1)
     }
 
-    async fn record_one(&self, mut conn: Conn, o: &Outcome) -> StoreResult<bool> {
-        let r = &o.record;
-        let json = serde_json::to_string(r).map_err(|e| corrupt(&e))?;
+    /// Writes `batch` (one tenant's outcomes, in order) with one script call.
+    async fn record_tenant_chunk(&self, mut conn: Conn, batch: &[&Outcome]) -> StoreResult<usize> {
+        let Some(first) = batch.first() else {
+            return Ok(0);
+        };
+        let tenant = &first.record.tenant;
         let minid = crate::audit::record::now_ms()
             .saturating_sub(u64::try_from(self.audit_retention.as_millis()).unwrap_or(u64::MAX));
-        let mut inv = RECORD_SCRIPT.key(stream(&r.tenant));
-        inv.key(rid(&r.tenant, &r.request_id))
-            .key(chains(&r.tenant))
-            .key(usage(&r.tenant, &day_of(r.ts_ms), UsageGrain::Model));
-        match &o.settle.budget {
-            Some((period, _)) => inv.key(keys::budget(&r.tenant, period)),
-            None => inv.key(format!("sntl:{{{}}}:nobudget", r.tenant)),
-        };
-        inv.key(seen(&r.tenant, &r.chain, r.seq));
-        inv.key(usage(&r.tenant, &day_of(r.ts_ms), UsageGrain::Key));
-        let mut window_ttl = 0;
-        for w in &o.settle.windows {
-            inv.key(keys::window(&w.scope, w.taken_at_ms / w.window_ms.max(1)));
-            window_ttl = window_ttl.max(super::bucket_ttl_ms(w.window_ms));
-        }
-        inv.arg(json)
-            .arg(self.retention_secs())
+        let mut inv = RECORD_BATCH_SCRIPT.key(stream(tenant));
+        inv.key(chains(tenant));
+        let window_ttl = batch
+            .iter()
+            .flat_map(|o| &o.settle.windows)
+            .map(|w| super::bucket_ttl_ms(w.window_ms))
+            .max()
+            .unwrap_or(0);
+        inv.arg(self.retention_secs())
             .arg(minid)
-            .arg(&r.chain)
-            .arg(r.seq)
-            .arg(&r.hash)
-            .arg(format!("{}{SEP}", r.model))
-            .arg(r.prompt_tokens)
-            .arg(r.completion_tokens)
-            .arg(o.cost_nano)
-            .arg(u8::from(r.is_cache_hit()))
-            .arg(o.saved_nano)
-            .arg(
-                o.settle
-                    .budget
-                    .as_ref()
-                    .map(|(_, reserved)| reserved.to_string())
-                    .unwrap_or_default(),
-            )
             .arg(USAGE_TTL_SECS)
             .arg(window_ttl.max(1))
-            .arg(r.ts_ms)
-            .arg(format!("{}{SEP}", r.key_id));
-        for w in &o.settle.windows {
-            inv.arg(w.delta);
+            .arg(batch.len());
+        for o in batch {
+            let r = &o.record;
+            let json = serde_json::to_string(r).map_err(|e| corrupt(&e))?;
+            let day = day_of(r.ts_ms);
+            inv.key(rid(tenant, &r.request_id))
+                .key(usage(tenant, &day, UsageGrain::Model))
+                .key(usage(tenant, &day, UsageGrain::Key));
+            if let Some((period, _)) = &o.settle.budget {
+                inv.key(keys::budget(tenant, period));
+            }
+            for w in &o.settle.windows {
+                inv.key(keys::window(&w.scope, w.taken_at_ms / w.window_ms.max(1)));
+            }
+            inv.arg(json)
+                .arg(&r.chain)
+                .arg(r.seq)
+                .arg(&r.hash)
+                .arg(format!("{}{SEP}", r.model))
+                .arg(format!("{}{SEP}", r.key_id))
+                .arg(r.prompt_tokens)
+                .arg(r.completion_tokens)
+                .arg(o.cost_nano)
+                .arg(u8::from(r.is_cache_hit()))
+                .arg(o.saved_nano)
+                .arg(
+                    o.settle
+                        .budget
+                        .as_ref()
+                        .map(|(_, reserved)| reserved.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(r.ts_ms)
+                .arg(o.settle.windows.len());
+            for w in &o.settle.windows {
+                inv.arg(w.delta);
+            }
         }
-        let written: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(written == 1)
+        let written: usize = inv.invoke_async(&mut conn).await?;
+        Ok(written)
+    }
+
+    /// Writes one tenant's outcomes in order: one script call per chunk, each after the one
+    /// before, so the stream keeps the chain's order even when a call is retried (a Redis that
+    /// lost its script cache answers the first `NOSCRIPT`).
+    async fn record_tenant(&self, batch: &[&Outcome]) -> StoreResult<usize> {
+        let mut written = 0;
+        for chunk in batch.chunks(RECORDS_PER_CALL) {
+            written += self.record_tenant_chunk(self.conn(), chunk).await?;
+        }
+        Ok(written)
     }
 
     pub(super) async fn record_outcomes_impl(&self, batch: &[Outcome]) -> StoreResult<usize> {
-        // A wider bound than one operation: a batch is many scripts on the one connection.
+        // A wider bound than one operation: a batch is several script calls.
         let timeout = self
             .op_timeout
             .saturating_mul(4)
             .max(Duration::from_secs(1));
-        let Some((first, rest)) = batch.split_first() else {
-            return Ok(0);
-        };
-        let writing = async {
-            // The first record alone: when Redis has lost its script cache (a restart), it is
-            // the one that gets NOSCRIPT and loads the script. Sent concurrently, every record
-            // would, and their retries could reach Redis out of order, putting the stream out
-            // of chain order.
-            let first = self.record_one(self.conn(), first).await?;
-            let rest = try_join_all(rest.iter().map(|o| self.record_one(self.conn(), o))).await?;
-            Ok::<_, StoreError>(usize::from(first) + rest.into_iter().filter(|new| *new).count())
-        };
-        tokio::time::timeout(timeout, writing)
+        // Tenants are independent (each has its own chains and keys, in its own slot), so
+        // they are written concurrently; each tenant's records stay in order.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut tenants: Vec<Vec<&Outcome>> = Vec::new();
+        for o in batch {
+            let at = *index.entry(o.record.tenant.as_str()).or_insert_with(|| {
+                tenants.push(Vec::new());
+                tenants.len() - 1
+            });
+            tenants[at].push(o);
+        }
+        let writing = try_join_all(tenants.iter().map(|records| self.record_tenant(records)));
+        let written = tokio::time::timeout(timeout, writing)
             .await
-            .map_err(|_| StoreError::Timeout)?
+            .map_err(|_| StoreError::Timeout)??;
+        Ok(written.into_iter().sum())
     }
 
     pub(super) async fn audit_page_impl(

@@ -12,14 +12,16 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// The sliding-window take, as a Lua function shared by [`WINDOW_TAKE`] and [`ADMIT`].
-/// Arguments: current and previous bucket keys, limit, window ms, amount (the caller's decimal
-/// string, used as is by `INCRBY`), offset of now into the window (ms), bucket ttl (ms).
+/// Arguments: current bucket key, the current and previous buckets' values (as `MGET` read
+/// them: the caller reads every bucket in one call, since each `redis.call` costs Redis more
+/// than the arithmetic here), limit, window ms, amount (the caller's decimal string, used as
+/// is by `INCRBY`), offset of now into the window (ms), bucket ttl (ms).
 /// Returns `allowed, count, retry_after_ms`.
 const WINDOW_TAKE_FN: &str = r"
-local function window_take(kcur, kprev, limit, w, amount_s, x, ttl)
+local function window_take(kcur, cur_raw, prev_raw, limit, w, amount_s, x, ttl)
   local amount = tonumber(amount_s)
-  local cur = tonumber(redis.call('GET', kcur) or '0')
-  local prev = tonumber(redis.call('GET', kprev) or '0')
+  local cur = tonumber(cur_raw or '0')
+  local prev = tonumber(prev_raw or '0')
   local rest = w - x
 
   -- floor(prev * rest / w), exact: prev = q*w + r with r < w.
@@ -58,7 +60,8 @@ end
 /// `window_take`. KEYS: current bucket, previous bucket. ARGV: limit, window ms, amount,
 /// offset of now into the window (ms), bucket ttl (ms). Returns `{allowed, count, retry_after_ms}`.
 const WINDOW_TAKE: &str = r"
-local allowed, count, retry = window_take(KEYS[1], KEYS[2], tonumber(ARGV[1]),
+local v = redis.call('MGET', KEYS[1], KEYS[2])
+local allowed, count, retry = window_take(KEYS[1], v[1], v[2], tonumber(ARGV[1]),
   tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5])
 return {allowed, count, retry}
 ";
@@ -120,8 +123,14 @@ local n = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
 local x = tonumber(ARGV[3])
 local out = {}
+-- Every bucket in one read: the windows' keys are distinct (one scope each), so a take never
+-- changes a bucket another window reads.
+local v = {}
+if n > 0 then
+  v = redis.call('MGET', unpack(KEYS, 1, 2 * n))
+end
 for i = 0, n - 1 do
-  local allowed, count, retry = window_take(KEYS[2 * i + 1], KEYS[2 * i + 2],
+  local allowed, count, retry = window_take(KEYS[2 * i + 1], v[2 * i + 1], v[2 * i + 2],
     tonumber(ARGV[6 + 2 * i]), w, ARGV[7 + 2 * i], x, ARGV[4])
   out[#out + 1] = allowed
   out[#out + 1] = count
