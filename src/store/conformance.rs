@@ -506,12 +506,14 @@ async fn audit_outcomes<S: Store>(s: &S) {
 }
 
 /// The outcomes of `tenant`, one chain: costs rise, every third request had reserved more
-/// than the budget holds, and the token corrections drive the window to zero and back.
+/// than the budget holds, the token corrections drive the window to zero and back, and every
+/// tenth request started before the ones sealed ahead of it (a slow request finishing late).
 fn settling_outcomes(tenant: &str, t0: u64, month: &str) -> Vec<Outcome> {
     let mut prev = crate::audit::record::GENESIS.to_owned();
     (1..=70u64)
         .map(|i| {
-            let mut o = outcome(tenant, &format!("req-{i}"), t0 + i, i, &prev);
+            let ts = if i % 10 == 0 { t0 } else { t0 + i };
+            let mut o = outcome(tenant, &format!("req-{i}"), ts, i, &prev);
             prev.clone_from(&o.record.hash);
             o.cost_nano = i64::try_from(i * 100).unwrap();
             o.settle = Settlement {

@@ -176,9 +176,14 @@ pub trait CounterStore: Send + Sync {
 /// per request, by the audit writer (off the request path).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Writes each outcome whose `(tenant, request_id)` is new: the record, its rollup and its
-    /// settlement in one atomic step per outcome. Outcomes already written are skipped, so a
-    /// replayed batch changes nothing twice. Returns how many were new.
+    /// Writes each outcome not written yet (known by its seal: tenant, chain and seq): the
+    /// record, its rollup and its settlement, atomically. Outcomes already written are
+    /// skipped, so a replayed batch changes nothing twice. Returns how many were new.
+    ///
+    /// A chain's outcomes must arrive in seal order, within a batch and across calls: a
+    /// backend may take a record at or below its chain's written head as written (Redis does).
+    /// The audit writer keeps that order (it writes each batch after the one before, and while
+    /// its spill holds anything it spills instead of writing).
     async fn record_outcomes(&self, batch: &[Outcome]) -> StoreResult<usize>;
     /// A page of a tenant's records, newest first, with the judge results merged in.
     async fn audit_page(&self, tenant: &str, query: &AuditQuery) -> StoreResult<AuditPage>;

@@ -59,9 +59,9 @@ const RECORDS_PER_CALL: usize = 32;
 /// whose seq is not past its chain's head is skipped whole; an unsealed one, chain `''`, is
 /// always written); the rollups, chain heads, budget settlements and window corrections of
 /// the records written are then applied once per key, with the same per-record arithmetic as
-/// applying them one by one. Every
-/// `redis.call` costs Redis a few microseconds of its single thread, so folding the batch's
-/// counters together is what keeps the audit's share of Redis small.
+/// applying them one by one. Every `redis.call` costs Redis a few microseconds of its single
+/// thread, so folding the batch's counters together is what keeps the audit's share of Redis
+/// small.
 ///
 /// KEYS: 1 stream, 2 chains, then per record: rid, usage day by model, usage day by key,
 /// budget period (only when the record settles a budget), one key per window bucket.
@@ -97,6 +97,16 @@ local function append(entry_id, json)
   return redis.pcall('XADD', stream, 'MINID', '~', minid, entry_id, 'r', json)
 end
 
+-- Counters and ids are written as exact integers: Lua numbers are doubles, exact below 2^53,
+-- and '%d' never switches to exponent notation the way tostring does.
+local function int(v)
+  return string.format('%d', v)
+end
+
+-- The millisecond of the newest entry this call added: a later record of the batch never
+-- asks for an id below it.
+local top_ms = 0
+
 local a, k = 6, 3
 for _ = 1, tonumber(ARGV[5]) do
   local json, chain, seq, hash = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
@@ -124,10 +134,15 @@ for _ = 1, tonumber(ARGV[5]) do
   if new then
     written = written + 1
     -- The entry id follows the record's time (so time ranges are id ranges), never going
-    -- below the newest entry: a record written late (replayed, or behind a concurrent
-    -- writer) takes the newest entry's millisecond. The stream's top is read only when the
-    -- record's own time is refused, which keeps the common case to one command.
-    local id = append(ts .. '-*', json)
+    -- below the newest entry: a record written late (replayed, behind a concurrent writer,
+    -- or finished after a later-started one of its batch) takes the newest entry's
+    -- millisecond. The stream's top is read only when that is refused (another writer added
+    -- a later entry since), which keeps the common case to one command.
+    local ms = tonumber(ts)
+    if ms < top_ms then
+      ms = top_ms
+    end
+    local id = append(int(ms) .. '-*', json)
     if type(id) == 'table' and id.err then
       local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
       if #top > 0 then
@@ -139,6 +154,7 @@ for _ = 1, tonumber(ARGV[5]) do
         id = redis.call('XADD', stream, 'MINID', '~', minid, '*', 'r', json)
       end
     end
+    top_ms = tonumber(string.match(id, '^(%d+)'))
     redis.call('SET', KEYS[k], id, 'EX', retention)
     for _, rollup in ipairs({{KEYS[k + 1], ARGV[a + 4]}, {KEYS[k + 2], ARGV[a + 5]}}) do
       local key, p = rollup[1], rollup[2]
@@ -173,12 +189,6 @@ for _ = 1, tonumber(ARGV[5]) do
   end
   a = a + 14 + nwin
   k = kwin + nwin
-end
-
--- Counters are written as exact integers: Lua numbers are doubles, exact below 2^53, and
--- '%d' never switches to exponent notation the way tostring does.
-local function int(v)
-  return string.format('%d', v)
 end
 
 for _, chain in ipairs(head_order) do
@@ -342,8 +352,9 @@ impl RedisStore {
     }
 
     /// Writes one tenant's outcomes in order: one script call per chunk, each after the one
-    /// before, so the stream keeps the chain's order even when a call is retried (a Redis that
-    /// lost its script cache answers the first `NOSCRIPT`).
+    /// before, even when a call is retried (a Redis that lost its script cache answers the
+    /// first `NOSCRIPT`). A record sent after a later one of its chain would look written
+    /// already and be skipped (see the module doc), so chunks are never sent concurrently.
     async fn record_tenant(&self, batch: &[&Outcome]) -> StoreResult<usize> {
         let mut written = 0;
         for chunk in batch.chunks(RECORDS_PER_CALL) {

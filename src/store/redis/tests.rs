@@ -76,6 +76,57 @@ async fn every_per_request_key_expires(server: &RedisServer) {
     }
 }
 
+/// Redis's own count of calls to `command` since the server started.
+async fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A batch whose records did not finish in the order they started (a slow request sealed
+/// after quicker ones that started later) still takes one `XADD` per record: the script never
+/// asks for an entry id below the one it just added, so it never has to read the stream's top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_out_of_time_order_appends_without_reading_the_stream() {
+    use crate::audit::record::{sample, GENESIS};
+    use crate::store::{AuditStore, Outcome, Settlement};
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let t0 = crate::audit::record::now_ms();
+    let mut prev = GENESIS.to_owned();
+    let batch: Vec<Outcome> = (1..=20u64)
+        .map(|i| {
+            // Every other record started 10 ms before the one sealed ahead of it.
+            let ts = if i % 2 == 0 { t0 + i - 10 } else { t0 + i };
+            let mut record = sample("ooo-t", &format!("req-{i}"), ts);
+            record.seal("w-ooo", i, &prev);
+            prev.clone_from(&record.hash);
+            Outcome {
+                record,
+                cost_nano: 1,
+                saved_nano: 0,
+                settle: Settlement::default(),
+            }
+        })
+        .collect();
+    assert_eq!(store.record_outcomes(&batch).await.unwrap(), 20);
+    assert_eq!(command_calls(&server, "xadd").await, 20);
+    assert_eq!(command_calls(&server, "xrevrange").await, 0);
+    let (records, _) = store.audit_all("ooo-t").await.unwrap();
+    let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
+    let expected: Vec<_> = (1..=20).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected, "the stream holds the chain's order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_passes_conformance() {
     let cluster = RedisCluster::start().await;
