@@ -532,9 +532,9 @@ fn settling_outcomes(tenant: &str, t0: u64, month: &str) -> Vec<Outcome> {
 
 /// A batch settles exactly as its outcomes written one call at a time: each release floors
 /// the reservation at zero and each token correction floors the window, in order, even when
-/// the backend folds a batch's counters together; a replayed record inside a batch is skipped
-/// while the new ones around it are written; a batch larger than one script call keeps its
-/// order.
+/// the backend folds a batch's counters together; a batch that starts with records already
+/// written skips them and writes the new ones after them; a batch larger than one script call
+/// keeps its order.
 async fn batched_outcomes<S: Store>(s: &S) {
     let t0 = recent_midnight();
     let month = crate::audit::record::day_of(t0)[..7].to_owned();

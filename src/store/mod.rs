@@ -180,7 +180,8 @@ pub trait AuditStore: Send + Sync {
     /// record, its rollup and its settlement, atomically. Outcomes already written are
     /// skipped, so a replayed batch changes nothing twice. Returns how many were new.
     ///
-    /// A chain's outcomes must arrive in seal order, within a batch and across calls: a
+    /// A chain's outcomes must arrive in seal order, within a batch and across calls (the
+    /// outcomes of a failed call are sent again before any later outcome of their chain): a
     /// backend may take a record at or below its chain's written head as written (Redis does).
     /// The audit writer keeps that order (it writes each batch after the one before, and while
     /// its spill holds anything it spills instead of writing).

@@ -31,7 +31,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Script, ScriptInvocation};
 
 use super::{keys, Conn, RedisStore};
 use crate::audit::record::{day_of, days_between, AuditRecord, JudgeResult};
@@ -280,6 +280,17 @@ fn usage(tenant: &str, day: &str, grain: UsageGrain) -> String {
     format!("sntl:{{{tenant}}}:usage:{day}:{g}")
 }
 
+/// `fut`, failing with [`StoreError::Timeout`] after `bound`.
+async fn bounded<T>(
+    bound: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(bound, fut)
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(StoreError::from)
+}
+
 fn corrupt(e: &serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("audit record: {e}"))
 }
@@ -289,10 +300,10 @@ impl RedisStore {
         self.audit_retention.as_secs().max(1)
     }
 
-    /// Writes `batch` (one tenant's outcomes, in order) with one script call.
-    async fn record_tenant_chunk(&self, mut conn: Conn, batch: &[&Outcome]) -> StoreResult<usize> {
+    /// The script call that writes `batch` (one tenant's outcomes, in order).
+    fn record_call(&self, batch: &[&Outcome]) -> StoreResult<Option<ScriptInvocation<'static>>> {
         let Some(first) = batch.first() else {
-            return Ok(0);
+            return Ok(None);
         };
         let tenant = &first.record.tenant;
         let minid = crate::audit::record::now_ms()
@@ -347,28 +358,48 @@ impl RedisStore {
                 inv.arg(w.delta);
             }
         }
-        let written: usize = inv.invoke_async(&mut conn).await?;
-        Ok(written)
+        Ok(Some(inv))
     }
 
-    /// Writes one tenant's outcomes in order: one script call per chunk, each after the one
-    /// before, even when a call is retried (a Redis that lost its script cache answers the
-    /// first `NOSCRIPT`). A record sent after a later one of its chain would look written
-    /// already and be skipped (see the module doc), so chunks are never sent concurrently.
+    /// Writes one tenant's outcomes in order, one script call per chunk. A record sent after
+    /// a later one of its chain would look written already and be skipped (see the module
+    /// doc), so the calls must reach Redis in order, retries included.
+    ///
+    /// One call (the common case) is sent alone: `invoke_async` loads the script on
+    /// `NOSCRIPT` and retries before anything later is sent. On a standalone server several
+    /// calls go as one pipeline after a `SCRIPT LOAD`: Redis runs a connection's commands in
+    /// order, and with the script loaded first no call can get `NOSCRIPT` and be retried
+    /// behind a later one. A large batch (a replay) then costs one round trip however far away
+    /// Redis is. Through a cluster a keyless `SCRIPT LOAD` may reach another node, so there
+    /// each call waits for the one before. Either way the bound is per round trip, so a long
+    /// replay on a slow link still gets through.
     async fn record_tenant(&self, batch: &[&Outcome]) -> StoreResult<usize> {
+        let calls = batch
+            .chunks(RECORDS_PER_CALL)
+            .filter_map(|chunk| self.record_call(chunk).transpose())
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut conn = self.conn();
+        let bound = self
+            .op_timeout
+            .saturating_mul(4)
+            .max(Duration::from_secs(1));
+        if let (Conn::Standalone(_), 2..) = (&conn, calls.len()) {
+            let mut pipe = redis::pipe();
+            pipe.load_script(&RECORD_BATCH_SCRIPT).ignore();
+            for call in &calls {
+                pipe.invoke_script(call);
+            }
+            let written: Vec<usize> = bounded(bound, pipe.query_async(&mut conn)).await?;
+            return Ok(written.into_iter().sum());
+        }
         let mut written = 0;
-        for chunk in batch.chunks(RECORDS_PER_CALL) {
-            written += self.record_tenant_chunk(self.conn(), chunk).await?;
+        for call in &calls {
+            written += bounded(bound, call.invoke_async::<usize>(&mut conn)).await?;
         }
         Ok(written)
     }
 
     pub(super) async fn record_outcomes_impl(&self, batch: &[Outcome]) -> StoreResult<usize> {
-        // A wider bound than one operation: a batch is several script calls.
-        let timeout = self
-            .op_timeout
-            .saturating_mul(4)
-            .max(Duration::from_secs(1));
         // Tenants are independent (each has its own chains and keys, in its own slot), so
         // they are written concurrently; each tenant's records stay in order.
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -380,10 +411,8 @@ impl RedisStore {
             });
             tenants[at].push(o);
         }
-        let writing = try_join_all(tenants.iter().map(|records| self.record_tenant(records)));
-        let written = tokio::time::timeout(timeout, writing)
-            .await
-            .map_err(|_| StoreError::Timeout)??;
+        let written =
+            try_join_all(tenants.iter().map(|records| self.record_tenant(records))).await?;
         Ok(written.into_iter().sum())
     }
 

@@ -128,7 +128,7 @@ impl RedisStore {
         self
     }
 
-    /// Keeps audit records (and their idempotency keys) for `retention`.
+    /// Keeps audit records (and their request-id lookups) for `retention`.
     #[must_use]
     pub fn with_audit_retention(mut self, retention: Duration) -> Self {
         self.audit_retention = retention;

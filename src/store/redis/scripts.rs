@@ -5,7 +5,9 @@
 //! Lua numbers are doubles: every value stays an exact integer while it is below 2^53. Counts
 //! and limits are far below that; products such as `prev * (W - x)` are split
 //! (`prev = q*W + r`) so they stay exact for windows up to a day. Counters are changed with
-//! `INCRBY`/`HINCRBY` on the caller's decimal strings, never on numbers formatted by Lua.
+//! `INCRBY`/`HINCRBY` on the caller's decimal strings, never on numbers formatted by Lua's
+//! `tostring` (which switches to exponent notation); the audit's `RECORD_BATCH` formats the
+//! sums it folds with `'%d'`, exact for every integer a double holds.
 
 use std::sync::LazyLock;
 

@@ -127,6 +127,47 @@ async fn a_batch_out_of_time_order_appends_without_reading_the_stream() {
     assert_eq!(ids, expected, "the stream holds the chain's order");
 }
 
+/// A Redis that lost its scripts (a restart, `SCRIPT FLUSH`) gets a whole batch, in order,
+/// on the first try: the pipeline loads the script before its calls, so no call is refused
+/// and retried behind a later one (which would then make the earlier records look written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_after_redis_lost_its_scripts_is_written_whole_and_in_order() {
+    use crate::audit::record::{sample, GENESIS};
+    use crate::store::{AuditStore, Outcome, Settlement};
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let t0 = crate::audit::record::now_ms();
+    let mut prev = GENESIS.to_owned();
+    let outcomes: Vec<Outcome> = (1..=100u64)
+        .map(|i| {
+            let mut record = sample("flush-t", &format!("req-{i}"), t0 + i);
+            record.seal("w-flush", i, &prev);
+            prev.clone_from(&record.hash);
+            Outcome {
+                record,
+                cost_nano: 1,
+                saved_nano: 0,
+                settle: Settlement::default(),
+            }
+        })
+        .collect();
+    assert_eq!(store.record_outcomes(&outcomes[..1]).await.unwrap(), 1);
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Four script calls' worth, all sent in one pipeline.
+    assert_eq!(store.record_outcomes(&outcomes[1..]).await.unwrap(), 99);
+    let (records, heads) = store.audit_all("flush-t").await.unwrap();
+    let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
+    let expected: Vec<_> = (1..=100).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(heads[0].seq, 100);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_passes_conformance() {
     let cluster = RedisCluster::start().await;
