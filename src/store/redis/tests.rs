@@ -92,39 +92,53 @@ async fn command_calls(server: &RedisServer, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// One chain of `n` sealed outcomes of `tenant`, record `i` stamped `ts(i)`.
+fn sealed_chain(tenant: &str, n: u64, ts: impl Fn(u64) -> u64) -> Vec<crate::store::Outcome> {
+    let mut prev = crate::audit::record::GENESIS.to_owned();
+    (1..=n)
+        .map(|i| {
+            let mut record = crate::audit::record::sample(tenant, &format!("req-{i}"), ts(i));
+            record.seal(&format!("w-{tenant}"), i, &prev);
+            prev.clone_from(&record.hash);
+            crate::store::Outcome {
+                record,
+                cost_nano: 1,
+                saved_nano: 0,
+                settle: crate::store::Settlement::default(),
+            }
+        })
+        .collect()
+}
+
+/// The stream of `tenant` holds `req-1` to `req-n`, in that (the chain's) order.
+async fn assert_stream_in_chain_order(store: &RedisStore, tenant: &str, n: u64) {
+    use crate::store::AuditStore;
+    let (records, heads) = store.audit_all(tenant).await.unwrap();
+    let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
+    let expected: Vec<_> = (1..=n).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected, "the stream holds the chain's order");
+    assert_eq!(heads[0].seq, n);
+}
+
 /// A batch whose records did not finish in the order they started (a slow request sealed
 /// after quicker ones that started later) still takes one `XADD` per record: the script never
 /// asks for an entry id below the one it just added, so it never has to read the stream's top.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_out_of_time_order_appends_without_reading_the_stream() {
-    use crate::audit::record::{sample, GENESIS};
-    use crate::store::{AuditStore, Outcome, Settlement};
+    use crate::store::AuditStore;
     let server = RedisServer::start().await;
     let store = standalone(&server).await;
     let t0 = crate::audit::record::now_ms();
-    let mut prev = GENESIS.to_owned();
-    let batch: Vec<Outcome> = (1..=20u64)
-        .map(|i| {
-            // Every other record started 10 ms before the one sealed ahead of it.
-            let ts = if i % 2 == 0 { t0 + i - 10 } else { t0 + i };
-            let mut record = sample("ooo-t", &format!("req-{i}"), ts);
-            record.seal("w-ooo", i, &prev);
-            prev.clone_from(&record.hash);
-            Outcome {
-                record,
-                cost_nano: 1,
-                saved_nano: 0,
-                settle: Settlement::default(),
-            }
-        })
-        .collect();
+    // Every other record started 10 ms before the one sealed ahead of it.
+    let batch = sealed_chain(
+        "ooo-t",
+        20,
+        |i| if i % 2 == 0 { t0 + i - 10 } else { t0 + i },
+    );
     assert_eq!(store.record_outcomes(&batch).await.unwrap(), 20);
     assert_eq!(command_calls(&server, "xadd").await, 20);
     assert_eq!(command_calls(&server, "xrevrange").await, 0);
-    let (records, _) = store.audit_all("ooo-t").await.unwrap();
-    let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
-    let expected: Vec<_> = (1..=20).map(|i| format!("req-{i}")).collect();
-    assert_eq!(ids, expected, "the stream holds the chain's order");
+    assert_stream_in_chain_order(&store, "ooo-t", 20).await;
 }
 
 /// A Redis that lost its scripts (a restart, `SCRIPT FLUSH`) gets a whole batch, in order,
@@ -132,25 +146,11 @@ async fn a_batch_out_of_time_order_appends_without_reading_the_stream() {
 /// and retried behind a later one (which would then make the earlier records look written).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_after_redis_lost_its_scripts_is_written_whole_and_in_order() {
-    use crate::audit::record::{sample, GENESIS};
-    use crate::store::{AuditStore, Outcome, Settlement};
+    use crate::store::AuditStore;
     let server = RedisServer::start().await;
     let store = standalone(&server).await;
     let t0 = crate::audit::record::now_ms();
-    let mut prev = GENESIS.to_owned();
-    let outcomes: Vec<Outcome> = (1..=100u64)
-        .map(|i| {
-            let mut record = sample("flush-t", &format!("req-{i}"), t0 + i);
-            record.seal("w-flush", i, &prev);
-            prev.clone_from(&record.hash);
-            Outcome {
-                record,
-                cost_nano: 1,
-                saved_nano: 0,
-                settle: Settlement::default(),
-            }
-        })
-        .collect();
+    let outcomes = sealed_chain("flush-t", 100, |i| t0 + i);
     assert_eq!(store.record_outcomes(&outcomes[..1]).await.unwrap(), 1);
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -161,11 +161,7 @@ async fn a_batch_after_redis_lost_its_scripts_is_written_whole_and_in_order() {
         .unwrap();
     // Four script calls' worth, all sent in one pipeline.
     assert_eq!(store.record_outcomes(&outcomes[1..]).await.unwrap(), 99);
-    let (records, heads) = store.audit_all("flush-t").await.unwrap();
-    let ids: Vec<_> = records.iter().map(|r| r.request_id.clone()).collect();
-    let expected: Vec<_> = (1..=100).map(|i| format!("req-{i}")).collect();
-    assert_eq!(ids, expected);
-    assert_eq!(heads[0].seq, 100);
+    assert_stream_in_chain_order(&store, "flush-t", 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
