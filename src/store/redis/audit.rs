@@ -156,8 +156,9 @@ for _ = 1, tonumber(ARGV[5]) do
     end
     top_ms = tonumber(string.match(id, '^(%d+)'))
     redis.call('SET', KEYS[k], id, 'EX', retention)
-    for _, rollup in ipairs({{KEYS[k + 1], ARGV[a + 4]}, {KEYS[k + 2], ARGV[a + 5]}}) do
-      local key, p = rollup[1], rollup[2]
+    -- By model, then by key.
+    for r = 1, 2 do
+      local key, p = KEYS[k + r], ARGV[a + 3 + r]
       add(key, p .. 'requests', 1)
       add(key, p .. 'prompt_tokens', tonumber(ARGV[a + 6]))
       add(key, p .. 'completion_tokens', tonumber(ARGV[a + 7]))
@@ -167,12 +168,14 @@ for _ = 1, tonumber(ARGV[5]) do
     end
     if reserved ~= '' then
       local key = KEYS[k + 3]
-      if not budgets[key] then
-        budgets[key] = {}
+      local b = budgets[key]
+      if not b then
+        b = {0, 0}
+        budgets[key] = b
         budget_order[#budget_order + 1] = key
       end
-      local b = budgets[key]
-      b[#b + 1] = {tonumber(reserved), tonumber(ARGV[a + 8])}
+      b[1] = b[1] + tonumber(reserved)
+      b[2] = b[2] + tonumber(ARGV[a + 8])
     end
     for i = 0, nwin - 1 do
       local delta = tonumber(ARGV[a + 14 + i])
@@ -212,21 +215,17 @@ for _, key in ipairs(sum_keys) do
   end
 end
 -- Each settlement releases its reservation, flooring at zero, and records its cost as spent.
+-- Releases are never negative, so flooring their sum once equals flooring after each.
 for _, key in ipairs(budget_order) do
-  local v = redis.call('HMGET', key, 'spent', 'reserved')
-  local before = tonumber(v[2] or '0')
-  local reserved, spent = before, 0
-  for _, s in ipairs(budgets[key]) do
-    reserved = reserved - s[1]
-    if reserved < 0 then
-      reserved = 0
-    end
-    spent = spent + s[2]
+  local before = tonumber(redis.call('HGET', key, 'reserved') or '0')
+  local reserved = before - budgets[key][1]
+  if reserved < 0 then
+    reserved = 0
   end
   if reserved ~= before then
     redis.call('HINCRBY', key, 'reserved', int(reserved - before))
   end
-  redis.call('HINCRBY', key, 'spent', int(spent))
+  redis.call('HINCRBY', key, 'spent', int(budgets[key][2]))
 end
 -- A window bucket is touched only when a settlement changes it (an admitted request's rpm
 -- take stands as it was). Each correction floors at zero and creates a missing bucket only
@@ -349,7 +348,8 @@ impl RedisStore {
                     o.settle
                         .budget
                         .as_ref()
-                        .map(|(_, reserved)| reserved.to_string())
+                        // Never negative: the script sums releases before flooring.
+                        .map(|(_, reserved)| (*reserved).max(0).to_string())
                         .unwrap_or_default(),
                 )
                 .arg(r.ts_ms)
