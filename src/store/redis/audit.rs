@@ -51,8 +51,9 @@ const SCAN_CAP: usize = 20_000;
 /// Unit separator between the parts of a rollup field.
 const SEP: char = '\u{1f}';
 
-/// Records written by one script call at most: a call blocks Redis while it runs (about 10 µs
-/// a record), so a large batch (a spill replay) goes as several calls, in order.
+/// Records written by one script call at most: a call blocks Redis for as long as its records
+/// take, so a large batch (a spill replay) goes as several calls, in order, and other clients'
+/// commands run between them. The figure is a judgement, not a measured optimum.
 const RECORDS_PER_CALL: usize = 32;
 
 /// Writes a batch of one tenant's outcomes, in order. Each record is written once (a record
