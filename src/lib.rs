@@ -18,7 +18,9 @@
 //! Off the request path: [`api`] (models, usage, audit, admin, health, metrics, docs,
 //! dashboard), [`store`] (embedded SQLite or Redis), [`telemetry`], [`otel`] (optional
 //! OpenTelemetry trace export), [`tasks`] (the only place that spawns), [`mock_provider`] (the
-//! bundled upstream).
+//! bundled upstream), [`memory`] (free memory back to the OS when a lane goes quiet).
+
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;
@@ -29,6 +31,7 @@ pub mod context;
 pub mod error;
 pub mod judge;
 pub mod lanes;
+pub mod memory;
 pub mod metering;
 pub mod middleware;
 pub mod mock_provider;

@@ -12,7 +12,20 @@ use sentinel::cli::{self, Cli, Command};
 use sentinel::config::ProcessEnv;
 use sentinel::telemetry::{self, LogFormat};
 
+/// Returns the calling thread's free memory to the OS; lanes call it when they go quiet
+/// (`sentinel::memory`).
+#[expect(
+    unsafe_code,
+    reason = "one FFI call into the allocator the binary installed"
+)]
+fn release_free_memory() {
+    // SAFETY: `mi_collect` has no preconditions; any thread may call it at any time, and it
+    // only returns pages that hold no live allocation.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
+    sentinel::memory::set_release(release_free_memory);
     let cli = Cli::parse();
     let env = ProcessEnv;
     telemetry::init_tracing(LogFormat::from_env(&env), &env);

@@ -149,7 +149,8 @@ struct LaneWork {
 }
 
 /// What each serving lane does before it accepts: open its own store connection and keep it
-/// checked, and start the audit and cache-fill writers for the requests it will serve.
+/// checked, start the audit and cache-fill writers for the requests it will serve, and watch
+/// for quiet spells to hand freed memory back ([`crate::memory`]).
 fn lane_start(work: LaneWork) -> server::LaneStart {
     let work = Arc::new(work);
     Arc::new(move |lane| {
@@ -172,6 +173,7 @@ fn lane_start(work: LaneWork) -> server::LaneStart {
                 start_audit_writer(&work.store, &work.spill, rx, &work.tasks);
             }
             work.cache.start_lane_filler(lane, &work.tasks);
+            crate::memory::release_when_idle(&work.tasks);
         })
     })
 }

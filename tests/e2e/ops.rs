@@ -123,3 +123,39 @@ async fn private_redis_helper_starts_and_answers() {
     assert!(redis.ping().await);
     assert!(redis.url().starts_with("redis://127.0.0.1:"));
 }
+
+#[tokio::test]
+async fn a_lane_hands_its_free_memory_back_once_the_load_stops() {
+    use futures_util::StreamExt;
+
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with_env(
+        &basic_config(up.addr(), ""),
+        &[("SENTINEL_LOG", "info,sentinel::memory=debug")],
+    )
+    .await;
+    let released = || gw.log_text().matches("released free memory").count();
+    assert_eq!(released(), 0, "nothing to release before any traffic");
+
+    // Enough traffic to keep a lane busy well past its quiet threshold (5 ms in a second).
+    let c = client();
+    let body = json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]});
+    let statuses: Vec<u16> = futures_util::stream::iter(0..400)
+        .map(|_| crate::support::gateway::chat_status(&c, &gw, &body))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+
+    // The lanes look at their busy time once a second; one quiet second after the load is
+    // enough.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while released() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lane released memory after the load; logs:\n{}",
+            gw.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
