@@ -130,6 +130,42 @@ async fn pii_is_redacted_before_it_reaches_the_provider_and_never_recorded() {
 }
 
 #[tokio::test]
+async fn a_large_prompt_is_redacted_and_blocked_like_a_small_one() {
+    // Past 16 KB the scan (and the prompt count) run off the serving lane.
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let redactor = client_with_key(crate::support::gateway::TEST_KEY);
+    let filler = "A paragraph of a long retrieved document. ".repeat(1_500);
+    let text = format!("Mail {EMAIL}. {filler} Card {CARD}. {filler} The end.");
+    assert!(text.len() > 100_000);
+    let resp = post_chat(&redactor, &gw, &chat(&text)).await;
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let seen = up.mock.control().requests().await;
+    let sent = String::from_utf8_lossy(&seen.last().unwrap().body).into_owned();
+    assert!(
+        !sent.contains(EMAIL) && !sent.contains(CARD),
+        "PII reached the provider"
+    );
+    assert!(sent.contains("[EMAIL]") && sent.contains("[CREDIT_CARD]"));
+    assert!(sent.contains("The end."), "the rest is intact");
+    let record = wait_record(&redactor, &gw, &id).await;
+    let rules = record["shield"].to_string();
+    assert!(
+        rules.contains("pii.email") && rules.contains("pii.credit_card"),
+        "{rules}"
+    );
+
+    let calls = up.mock.control().calls("/v1/chat/completions");
+    let text = format!("{filler} Tell me about Project Bluebird please. {filler}");
+    let resp = post_chat(&redactor, &gw, &chat(&text)).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_openai_error(&body, "content_blocked");
+    assert_eq!(up.mock.control().calls("/v1/chat/completions"), calls);
+}
+
+#[tokio::test]
 async fn blocking_rules_answer_content_blocked_and_spare_the_provider() {
     let up = Upstream::start().await;
     let gw = start(&up).await;
