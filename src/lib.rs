@@ -35,6 +35,7 @@ pub mod memory;
 pub mod metering;
 pub mod middleware;
 pub mod mock_provider;
+pub mod offload;
 pub mod openai;
 pub mod otel;
 pub mod policy;

@@ -23,6 +23,7 @@ use crate::audit::record::ShieldFinding;
 use crate::context::{ApiRequest, ParsedBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metering::{Finish, LedgerSlot};
+use crate::offload;
 use crate::shield::rules::Guardrails;
 use crate::shield::{CompiledPolicy, Verdict};
 use crate::telemetry::names;
@@ -153,41 +154,37 @@ where
     }
 }
 
-/// Chat bodies larger than this are scanned on the blocking pool, as their prompt is counted
-/// (`policy::COUNT_IN_PLACE_MAX_BYTES`): the detectors took about 5 ms for a 600 KB prompt
-/// here, on the thread that serves every request of its lane.
-const SCAN_IN_PLACE_MAX_BYTES: usize = 16 * 1024;
-
 /// A scan's verdict and, when it redacted, the redacted body as sent on.
 type Scanned = Option<(Verdict, Option<Vec<u8>>)>;
 
-/// Scans the request's chat body with `policy`, redacting it in place. `None` when there is
-/// no chat body (embeddings inputs are not scanned: they produce vectors, not text that
-/// leaves).
+/// Scans the request's chat body with `policy`, redacting it in place; a large one off the
+/// serving lane ([`crate::offload`]: the detectors took about 5 ms for a 600 KB prompt here).
+/// `None` when there is no chat body (embeddings inputs are not scanned: they produce
+/// vectors, not text that leaves).
 async fn scan_body(
     guardrails: &Arc<Guardrails>,
     policy: &Arc<CompiledPolicy>,
     ext: &mut http::Extensions,
 ) -> Result<Scanned, GatewayError> {
-    let large = ext
-        .get::<ParsedBody>()
-        .is_some_and(|body| body.raw.len() > SCAN_IN_PLACE_MAX_BYTES);
-    if !large {
+    let large = ext.get::<ParsedBody>().is_some_and(|body| {
+        body.raw.len() > offload::IN_PLACE_MAX_BYTES && matches!(body.api, ApiRequest::Chat(_))
+    });
+    let Some(permit) = large.then(offload::try_permit).flatten() else {
         return Ok(ext
             .get_mut::<ParsedBody>()
             .and_then(|body| scan_chat(guardrails, policy, body)));
-    }
+    };
     let Some(mut body) = ext.remove::<ParsedBody>() else {
         return Ok(None);
     };
     let (shield, rules) = (Arc::clone(guardrails), Arc::clone(policy));
-    let (body, scanned) = tokio::task::spawn_blocking(move || {
+    let (body, scanned) = offload::run(permit, move || {
         let scanned = scan_chat(&shield, &rules, &mut body);
         (body, scanned)
     })
     .await
-    // Only a panic in the scan or a runtime shutting down gets here.
-    .map_err(|_| GatewayError::new(ErrorCode::Internal, "the request could not be scanned"))?;
+    // Only a panic in the scan, or a runtime shutting down, gets here.
+    .ok_or_else(|| GatewayError::new(ErrorCode::Internal, "the request could not be scanned"))?;
     ext.insert(body);
     Ok(scanned)
 }

@@ -31,6 +31,7 @@ use crate::config::raw::{BudgetPeriod, PolicyMode};
 use crate::config::Config;
 use crate::context::{ApiRequest, ParsedBody};
 use crate::error::{ErrorCode, GatewayError};
+use crate::offload;
 use crate::store::{
     BudgetDecision, BudgetReserve, Limits, Settlement, Store, StoreError, WindowDecision,
     WindowSettle, WindowTake,
@@ -661,33 +662,30 @@ fn upper_cost(price: &Price, prompt: u64, completion: u64) -> i64 {
     i64::try_from(pico.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-/// Bodies larger than this have their prompt counted on the blocking pool, not on the serving
-/// lane: tiktoken took about 27 µs per KB of prompt here, and a lane's thread serves every
-/// request on it (a 600 KB prompt held it for 17 ms). Up to this size, counting in place
-/// (≤ ~0.4 ms) costs less than the hand-off and its copy of the request.
-const COUNT_IN_PLACE_MAX_BYTES: usize = 16 * 1024;
-
 /// Tiktoken's count of the prompt `api` sends; `body_bytes` is the size of the body it was
-/// parsed from.
+/// parsed from. A large one is counted off the serving lane ([`crate::offload`]): tiktoken
+/// took about 27 µs per KB here.
 async fn prompt_tokens(
     tokenizer: &Arc<Tokenizer>,
     encoding_model: &str,
     api: &ApiRequest,
     body_bytes: usize,
 ) -> u64 {
-    if body_bytes <= COUNT_IN_PLACE_MAX_BYTES {
+    let permit = (body_bytes > offload::IN_PLACE_MAX_BYTES)
+        .then(offload::try_permit)
+        .flatten();
+    let Some(permit) = permit else {
         return count_prompt(tokenizer, encoding_model, api);
-    }
+    };
     let (counter, model, request) = (
         Arc::clone(tokenizer),
         encoding_model.to_owned(),
         api.clone(),
     );
-    match tokio::task::spawn_blocking(move || count_prompt(&counter, &model, &request)).await {
-        Ok(tokens) => tokens,
-        // Only a runtime that is shutting down drops the job: count in place then.
-        Err(_) => count_prompt(tokenizer, encoding_model, api),
-    }
+    offload::run(permit, move || count_prompt(&counter, &model, &request))
+        .await
+        // Only a job dropped by a runtime that is shutting down gets here.
+        .unwrap_or_else(|| count_prompt(tokenizer, encoding_model, api))
 }
 
 fn count_prompt(tokenizer: &Tokenizer, encoding_model: &str, api: &ApiRequest) -> u64 {

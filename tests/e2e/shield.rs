@@ -131,7 +131,7 @@ async fn pii_is_redacted_before_it_reaches_the_provider_and_never_recorded() {
 
 #[tokio::test]
 async fn a_large_prompt_is_redacted_and_blocked_like_a_small_one() {
-    // Past 16 KB the scan (and the prompt count) run off the serving lane.
+    // Past 16 KB the scan runs off the serving lane (`offload`); the result must not change.
     let up = Upstream::start().await;
     let gw = start(&up).await;
     let redactor = client_with_key(crate::support::gateway::TEST_KEY);
