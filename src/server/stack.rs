@@ -22,7 +22,8 @@
 //!    limits and budget (429), reserving tokens and money; adds `x-ratelimit-*` headers.
 //!    Reads `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart`; inserts `Ledger`.
 //!    With trace export on (`[telemetry] otlp_endpoint`), also opens the request's span
-//!    (parented by an incoming `traceparent`) inside the `Ledger`, which ends it.
+//!    (parented by an incoming `traceparent`) inside the `Ledger`, which ends it. A body over
+//!    16 KB has its prompt counted off the lane ([`crate::offload`]), as step 7 scans it.
 //! 7. `GuardLayer` (chat) — the tenant's shield: redacts PII in the parsed body (before the
 //!    cache and the provider see it), blocks with 400 `content_blocked`, records findings on
 //!    the `Ledger`; inserts `ResponseGuard` when answers are checked too.
