@@ -18,7 +18,8 @@
 //! Off the request path: [`api`] (models, usage, audit, admin, health, metrics, docs,
 //! dashboard), [`store`] (embedded SQLite or Redis), [`telemetry`], [`otel`] (optional
 //! OpenTelemetry trace export), [`tasks`] (the only place that spawns), [`mock_provider`] (the
-//! bundled upstream), [`memory`] (free memory back to the OS when a lane goes quiet).
+//! bundled upstream), [`memory`] (free memory back to the OS when a lane goes quiet),
+//! [`offload`] (a large body's prompt count and shield scan, moved off its lane).
 
 #![forbid(unsafe_code)]
 
