@@ -166,13 +166,7 @@ impl Meter {
             BTreeMap::new(),
             Bytes::new(),
         )
-        .finish(Finish {
-            status: err.code.status().as_u16(),
-            provider: "none",
-            error: Some(err.code.as_str().to_owned()),
-            overhead: started.elapsed(),
-            ..Finish::default()
-        });
+        .finish(Finish::refused(err, started.elapsed()));
     }
 
     /// Prices `counts` of `model` (the upstream id that was billed).
@@ -205,6 +199,20 @@ pub struct Finish<'a> {
     pub answer_text: Option<String>,
     /// Answered from the cache: no tokens were used and nothing is owed.
     pub cache_hit: bool,
+}
+
+impl Finish<'_> {
+    /// A request answered with `err` before any provider was paid: a refusal, a block, or a
+    /// failure of the gateway itself. `overhead` is the gateway's own time so far.
+    pub fn refused(err: &crate::error::GatewayError, overhead: Duration) -> Self {
+        Self {
+            status: err.code.status().as_u16(),
+            provider: "none",
+            error: Some(err.code.as_str().to_owned()),
+            overhead,
+            ..Self::default()
+        }
+    }
 }
 
 /// The request-extension form of a [`Ledger`] (extensions must be `Clone`): whoever ends the

@@ -148,14 +148,7 @@ where
                     Ok(resp)
                 }
                 Err(refusal) => {
-                    let status = refusal.error.code.status().as_u16();
-                    ledger.finish(Finish {
-                        status,
-                        provider: "none",
-                        error: Some(refusal.error.code.as_str().to_owned()),
-                        overhead: started.elapsed(),
-                        ..Finish::default()
-                    });
+                    ledger.finish(Finish::refused(&refusal.error, started.elapsed()));
                     let mut resp = refusal.error.into_response();
                     rate_headers(resp.headers_mut(), refusal.headers);
                     Ok(resp)

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -166,10 +167,16 @@ async fn scan_body(
     policy: &Arc<CompiledPolicy>,
     ext: &mut http::Extensions,
 ) -> Result<Scanned, GatewayError> {
-    let large = ext.get::<ParsedBody>().is_some_and(|body| {
-        body.raw.len() > offload::IN_PLACE_MAX_BYTES && matches!(body.api, ApiRequest::Chat(_))
-    });
-    let Some(permit) = large.then(offload::try_permit).flatten() else {
+    let permit = match ext.get::<ParsedBody>() {
+        Some(
+            body @ ParsedBody {
+                api: ApiRequest::Chat(_),
+                ..
+            },
+        ) => offload::permit_for(body.raw.len()),
+        _ => None,
+    };
+    let Some(permit) = permit else {
         return Ok(ext
             .get_mut::<ParsedBody>()
             .and_then(|body| scan_chat(guardrails, policy, body)));
@@ -206,12 +213,7 @@ fn scan_chat(guardrails: &Guardrails, policy: &CompiledPolicy, body: &mut Parsed
 /// Answers `err` and finishes the request's ledger with it.
 fn refuse(slot: Option<LedgerSlot>, err: GatewayError) -> Response {
     if let Some(ledger) = slot.and_then(|s| s.take()) {
-        ledger.finish(Finish {
-            status: err.code.status().as_u16(),
-            provider: "none",
-            error: Some(err.code.as_str().to_owned()),
-            ..Finish::default()
-        });
+        ledger.finish(Finish::refused(&err, Duration::ZERO));
     }
     err.into_response()
 }

@@ -671,10 +671,7 @@ async fn prompt_tokens(
     api: &ApiRequest,
     body_bytes: usize,
 ) -> u64 {
-    let permit = (body_bytes > offload::IN_PLACE_MAX_BYTES)
-        .then(offload::try_permit)
-        .flatten();
-    let Some(permit) = permit else {
+    let Some(permit) = offload::permit_for(body_bytes) else {
         return count_prompt(tokenizer, encoding_model, api);
     };
     let (counter, model, request) = (

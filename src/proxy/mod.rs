@@ -173,13 +173,7 @@ impl Proxy {
                 meta.started,
             );
             if let Some(ledger) = ledger {
-                ledger.finish(Finish {
-                    status: err.code.status().as_u16(),
-                    provider: "none",
-                    error: Some(err.code.as_str().to_owned()),
-                    overhead: meta.started.elapsed(),
-                    ..Finish::default()
-                });
+                ledger.finish(Finish::refused(&err, meta.started.elapsed()));
             }
             err.into_response()
         };
@@ -224,13 +218,7 @@ impl Proxy {
                 );
                 let overhead = call.overhead();
                 if let Some(ledger) = call.ledger.take() {
-                    ledger.finish(Finish {
-                        status: err.code.status().as_u16(),
-                        provider: "none",
-                        error: Some(err.code.as_str().to_owned()),
-                        overhead,
-                        ..Finish::default()
-                    });
+                    ledger.finish(Finish::refused(&err, overhead));
                 }
                 let mut resp = err.into_response();
                 // The upstream time of the failed attempts is excluded here too.
