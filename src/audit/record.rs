@@ -103,14 +103,7 @@ impl AuditRecord {
     /// The canonical text the hash covers (see the module docs).
     pub fn canonical(&self) -> String {
         // Serialising plain data cannot fail; an empty text would fail verification.
-        let Ok(mut value) = serde_json::to_value(self) else {
-            return String::new();
-        };
-        if let Some(map) = value.as_object_mut() {
-            map.remove("hash");
-            map.remove("judge");
-        }
-        value.to_string()
+        serde_json::to_string(&Canonical::of(self)).unwrap_or_default()
     }
 
     /// The hash this record must carry given its `prev_hash`.
@@ -134,6 +127,113 @@ impl AuditRecord {
         prev_hash.clone_into(&mut self.prev_hash);
         self.judge = None;
         self.hash = self.expected_hash();
+    }
+}
+
+/// A record as its hash covers it: every field but `hash` and `judge`, keys in byte order at
+/// every level, so the text is the one a JSON object with sorted keys prints. Written out
+/// rather than built as a `serde_json::Value`, which cost a map and a string per field on
+/// every request. A field added to [`AuditRecord`] must be added here too; the
+/// `canonical_text_is_the_sorted_json_object` test fails until it is, as long as its record
+/// generator fills the new field (a field left out when empty is invisible while empty).
+#[derive(Serialize)]
+struct Canonical<'a> {
+    cache: &'a str,
+    cached_tokens: u64,
+    chain: &'a str,
+    completion_tokens: u64,
+    cost_saved_usd: f64,
+    cost_unknown: bool,
+    cost_usd: f64,
+    endpoint: &'a str,
+    error: Option<&'a str>,
+    key_id: &'a str,
+    latency_ms: f64,
+    model: &'a str,
+    overhead_ms: f64,
+    prev_hash: &'a str,
+    prompt_tokens: u64,
+    provider: &'a str,
+    reasoning_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body: Option<&'a str>,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_body: Option<&'a str>,
+    seq: u64,
+    shield: Vec<CanonicalFinding<'a>>,
+    status: u16,
+    stream: bool,
+    tags: &'a BTreeMap<String, String>,
+    tenant: &'a str,
+    timestamp: &'a str,
+    tokens_estimated: bool,
+    ts_ms: u64,
+    ttft_ms: Option<f64>,
+    violations: Vec<CanonicalViolation<'a>>,
+}
+
+#[derive(Serialize)]
+struct CanonicalFinding<'a> {
+    action: ShieldAction,
+    rule: &'a str,
+}
+
+#[derive(Serialize)]
+struct CanonicalViolation<'a> {
+    mode: &'a str,
+    policy: &'a str,
+}
+
+impl<'a> Canonical<'a> {
+    fn of(r: &'a AuditRecord) -> Self {
+        Self {
+            cache: &r.cache,
+            cached_tokens: r.cached_tokens,
+            chain: &r.chain,
+            completion_tokens: r.completion_tokens,
+            cost_saved_usd: r.cost_saved_usd,
+            cost_unknown: r.cost_unknown,
+            cost_usd: r.cost_usd,
+            endpoint: &r.endpoint,
+            error: r.error.as_deref(),
+            key_id: &r.key_id,
+            latency_ms: r.latency_ms,
+            model: &r.model,
+            overhead_ms: r.overhead_ms,
+            prev_hash: &r.prev_hash,
+            prompt_tokens: r.prompt_tokens,
+            provider: &r.provider,
+            reasoning_tokens: r.reasoning_tokens,
+            request_body: r.request_body.as_deref(),
+            request_id: &r.request_id,
+            response_body: r.response_body.as_deref(),
+            seq: r.seq,
+            shield: r
+                .shield
+                .iter()
+                .map(|f| CanonicalFinding {
+                    action: f.action,
+                    rule: &f.rule,
+                })
+                .collect(),
+            status: r.status,
+            stream: r.stream,
+            tags: &r.tags,
+            tenant: &r.tenant,
+            timestamp: &r.timestamp,
+            tokens_estimated: r.tokens_estimated,
+            ts_ms: r.ts_ms,
+            ttft_ms: r.ttft_ms,
+            violations: r
+                .violations
+                .iter()
+                .map(|v| CanonicalViolation {
+                    mode: &v.mode,
+                    policy: &v.policy,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -243,6 +343,8 @@ pub(crate) fn sample(tenant: &str, request_id: &str, ts_ms: u64) -> AuditRecord 
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -270,6 +372,103 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         let back: AuditRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back.expected_hash(), a.hash);
+    }
+
+    /// What the canonical text was first defined as: the record as a JSON value, sorted by
+    /// `serde_json`'s map, without `hash` and `judge`. Stored chains were sealed with it.
+    fn canonical_by_value(r: &AuditRecord) -> String {
+        let mut value = serde_json::to_value(r).unwrap();
+        let map = value.as_object_mut().unwrap();
+        map.remove("hash");
+        map.remove("judge");
+        value.to_string()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z_]{1,12}",
+            any::<String>(),
+            Just("quote \" back \\ nl \n tab \t nul \u{0} é 日本 🦀".to_owned()),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(5.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(1e-9),
+            Just(123_456_789.125),
+            any::<f64>(),
+        ]
+    }
+
+    prop_compose! {
+        fn record()(
+            strings in proptest::collection::vec(text(), 12),
+            numbers in proptest::collection::vec(number(), 5),
+            counts in proptest::collection::vec(any::<u64>(), 6),
+            flags in proptest::collection::vec(any::<bool>(), 3),
+            status in any::<u16>(),
+            error in proptest::option::of(text()),
+            request_body in proptest::option::of(text()),
+            response_body in proptest::option::of(text()),
+            shield in proptest::collection::vec(
+                (text(), prop_oneof![Just(ShieldAction::Redact), Just(ShieldAction::Block), Just(ShieldAction::Log)]),
+                0..3,
+            ),
+            violations in proptest::collection::vec((text(), text()), 0..3),
+            tags in proptest::collection::btree_map(text(), text(), 0..4),
+            judged in any::<bool>(),
+        ) -> AuditRecord {
+            let mut r = sample(&strings[0], &strings[1], 1_764_000_000_000);
+            r.ts_ms = counts[0];
+            r.timestamp.clone_from(&strings[2]);
+            r.key_id.clone_from(&strings[3]);
+            r.endpoint.clone_from(&strings[4]);
+            r.model.clone_from(&strings[5]);
+            r.provider.clone_from(&strings[6]);
+            r.cache.clone_from(&strings[7]);
+            r.chain.clone_from(&strings[8]);
+            r.prev_hash.clone_from(&strings[9]);
+            r.hash.clone_from(&strings[10]);
+            r.status = status;
+            r.stream = flags[0];
+            r.tokens_estimated = flags[1];
+            r.cost_unknown = flags[2];
+            r.latency_ms = numbers[0];
+            r.ttft_ms = (!numbers[1].is_nan()).then_some(numbers[1]);
+            r.cost_usd = numbers[2];
+            r.cost_saved_usd = numbers[3];
+            r.overhead_ms = numbers[4];
+            r.prompt_tokens = counts[1];
+            r.cached_tokens = counts[2];
+            r.completion_tokens = counts[3];
+            r.reasoning_tokens = counts[4];
+            r.seq = counts[5];
+            r.error = error;
+            r.request_body = request_body;
+            r.response_body = response_body;
+            r.shield = shield.into_iter().map(|(rule, action)| ShieldFinding { rule, action }).collect();
+            r.violations = violations.into_iter().map(|(policy, mode)| Violation { policy, mode }).collect();
+            r.tags = tags;
+            r.judge = judged.then(|| JudgeResult {
+                score: 7.0,
+                verdict: strings[11].clone(),
+                model: "j".into(),
+                low: true,
+            });
+            r
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_text_is_the_sorted_json_object(r in record()) {
+            prop_assert_eq!(r.canonical(), canonical_by_value(&r));
+        }
     }
 
     #[test]
