@@ -77,6 +77,11 @@ impl<T> PerLane<T> {
         }
     }
 
+    /// The shared value, then every lane's that is set.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        std::iter::once(&self.shared).chain(self.lanes.iter().filter_map(OnceLock::get))
+    }
+
     /// How many lanes this holds room for.
     pub fn lanes(&self) -> usize {
         self.lanes.len()

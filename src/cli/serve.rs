@@ -15,6 +15,7 @@ use crate::lanes::{LaneQueue, LaneReceivers};
 use crate::metering::Meter;
 use crate::middleware::auth::AdminKey;
 use crate::mock_provider::{MockOptions, MockProvider};
+use crate::policy::lease::{Leases, LEASE_FOR};
 use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::server::{self, stack};
@@ -65,6 +66,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     let Accounting {
         proxy,
         meter,
+        policy,
         audit_lanes,
         spill,
     } = accounting(&config, &store, &tasks)?;
@@ -112,6 +114,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
             spill,
             audit_lanes,
             cache: Arc::clone(&state.cache),
+            leases: policy.leases().cloned(),
             tasks: tasks.clone(),
         }),
     )
@@ -121,6 +124,7 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     if !lanes.stopped().await {
         tracing::warn!("shutdown grace elapsed with requests still in flight; they were cut");
     }
+    give_back_leases(&policy, config.server.shutdown_grace).await;
     // The audit writers stop once the last handle on their queues is gone: the state's here, the
     // rest with the stream drains and judge workers that finish below.
     drop(state);
@@ -139,18 +143,30 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Once the lanes stopped serving: every admission lease ends and gives back what it did not
+/// use (a request still running past the grace finds no lease and goes to the store).
+async fn give_back_leases(policy: &Policy, grace: Duration) {
+    if let Some(leases) = policy.leases() {
+        if tokio::time::timeout(grace, leases.close()).await.is_err() {
+            tracing::warn!("giving back admission leases did not finish in time");
+        }
+    }
+}
+
 /// What a serving lane needs to start its own background work.
 struct LaneWork {
     store: Arc<dyn crate::store::Store>,
     spill: SharedSpill,
     audit_lanes: LaneReceivers<crate::store::Outcome>,
     cache: Arc<crate::cache::Cache>,
+    leases: Option<Arc<Leases>>,
     tasks: Tasks,
 }
 
 /// What each serving lane does before it accepts: open its own store connection and keep it
-/// checked, start the audit and cache-fill writers for the requests it will serve, and watch
-/// for quiet spells to hand freed memory back ([`crate::memory`]).
+/// checked, start the audit and cache-fill writers for the requests it will serve, end its
+/// expired admission leases ([`crate::policy::lease`]), and watch for quiet spells to hand
+/// freed memory back ([`crate::memory`]).
 fn lane_start(work: LaneWork) -> server::LaneStart {
     let work = Arc::new(work);
     Arc::new(move |lane| {
@@ -173,6 +189,14 @@ fn lane_start(work: LaneWork) -> server::LaneStart {
                 start_audit_writer(&work.store, &work.spill, rx, &work.tasks);
             }
             work.cache.start_lane_filler(lane, &work.tasks);
+            if let Some(leases) = &work.leases {
+                let leases = Arc::clone(leases);
+                work.tasks
+                    .spawn_every("lane-lease-sweep", LEASE_FOR / 2, move || {
+                        let leases = Arc::clone(&leases);
+                        async move { leases.sweep().await }
+                    });
+            }
             crate::memory::release_when_idle(&work.tasks);
         })
     })
@@ -182,6 +206,7 @@ fn lane_start(work: LaneWork) -> server::LaneStart {
 struct Accounting {
     proxy: Arc<Proxy>,
     meter: Arc<Meter>,
+    policy: Arc<Policy>,
     /// Each lane starts its own writer on its queue. Only the receivers: the senders live in
     /// the meter, and a writer stops once they are gone.
     audit_lanes: LaneReceivers<crate::store::Outcome>,
@@ -256,6 +281,7 @@ fn accounting(
     Ok(Accounting {
         proxy,
         meter,
+        policy,
         audit_lanes,
         spill,
     })

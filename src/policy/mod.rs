@@ -10,7 +10,8 @@
 //!   route's prices) in the current UTC day or month, and settle to the real cost.
 //!
 //! The checks are one store step ([`crate::store::CounterStore::admit`]): on Redis one script
-//! and one round trip for all of them. A refusal
+//! and one round trip for all of them, or none when the lane holds a lease of the caller's
+//! limits ([`lease`]). A refusal
 //! gives back what the other checks reserved. `dry_run` policies never refuse: they record a
 //! violation on the audit record and in `sentinel_policy_violations_total`.
 //!
@@ -18,6 +19,7 @@
 //! ([`local`]) and `/health` says so; after a failure the store is left alone for
 //! [`STORE_RETRY_AFTER`] so no request waits on a dead store's timeout, then tried again.
 
+pub mod lease;
 pub mod local;
 
 use std::collections::HashMap;
@@ -25,16 +27,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::lease::{BudgetShare, Leases};
 use self::local::LocalCounters;
 use crate::audit::record::{day_of, now_ms, Violation};
 use crate::config::raw::{BudgetPeriod, PolicyMode};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::context::{ApiRequest, ParsedBody};
 use crate::error::{ErrorCode, GatewayError};
 use crate::offload;
 use crate::store::{
-    BudgetDecision, BudgetReserve, Limits, Settlement, Store, StoreError, WindowDecision,
-    WindowSettle, WindowTake,
+    BudgetDecision, BudgetReserve, KeepAlive, Limits, Settlement, Store, StoreError,
+    WindowDecision, WindowSettle, WindowTake,
 };
 use crate::telemetry::names;
 use crate::tenancy::RequestContext;
@@ -70,6 +73,8 @@ pub struct Policy {
     /// Unix ms until which the store is skipped after a failure.
     store_down_until: AtomicU64,
     degraded: AtomicBool,
+    /// On the shared store only: per-lane leases of busy callers' limits ([`lease`]).
+    leases: Option<Arc<Leases>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -84,6 +89,9 @@ impl std::fmt::Debug for Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     Store,
+    /// The shared store, through a lane's lease: the lease holds the budget reservation and
+    /// releases it itself ([`lease`]).
+    Lease,
     Local,
 }
 
@@ -105,6 +113,8 @@ struct BudgetHold {
     period: String,
     amount: i64,
     place: Place,
+    /// From a lease: its budget share, kept by the settlement until the outcome is written.
+    lease: Option<Arc<BudgetShare>>,
 }
 
 /// What a window counts.
@@ -284,8 +294,11 @@ impl Policy {
                 )
             })
             .collect();
+        let leases = matches!(config.store, StoreConfig::Redis { .. })
+            .then(|| Arc::new(Leases::new(Arc::clone(&store), config.server.workers)));
         Self {
             store,
+            leases,
             local: LocalCounters::default(),
             tokenizer,
             models,
@@ -322,18 +335,43 @@ impl Policy {
         }
     }
 
-    /// Every window take and the budget reservation of one request: one store step (one
-    /// round trip and one script on Redis), or this replica's own counters while the store is
-    /// failing.
+    /// The admission leases, on the shared store.
+    pub fn leases(&self) -> Option<&Arc<Leases>> {
+        self.leases.as_ref()
+    }
+
+    /// Every window take and the budget reservation of one request of `tenant`'s key
+    /// `key_id`: from the lane's lease when it has one that covers them, else one store step
+    /// (one round trip and one script on Redis), or this replica's own counters while the
+    /// store is failing.
     async fn check(
         &self,
+        (tenant, key_id): (&str, &str),
         takes: &[WindowTake],
         budget: Option<&BudgetReserve>,
         now: u64,
     ) -> (
         Vec<(WindowDecision, Place)>,
         Option<(BudgetDecision, Place)>,
+        Option<Arc<BudgetShare>>,
     ) {
+        if let Some(leases) = &self.leases {
+            if let Some(admitted) = leases.take(tenant, key_id, takes, budget, now) {
+                let (spend, share) = admitted.budget.unzip();
+                if let (Some(b), Some(d)) = (budget, &spend) {
+                    self.local.note_spent(&b.tenant, &b.period, d.spent);
+                }
+                return (
+                    admitted
+                        .windows
+                        .into_iter()
+                        .map(|d| (d, Place::Lease))
+                        .collect(),
+                    spend.map(|d| (d, Place::Lease)),
+                    share,
+                );
+            }
+        }
         if self.store_usable(now) {
             match self.store.admit(takes, MINUTE, budget, now).await {
                 Ok((decisions, spend)) => {
@@ -341,9 +379,15 @@ impl Policy {
                     if let (Some(b), Some(d)) = (budget, &spend) {
                         self.local.note_spent(&b.tenant, &b.period, d.spent);
                     }
+                    let admitted = decisions.iter().all(|d| d.allowed)
+                        && spend.as_ref().is_none_or(|d| d.allowed);
+                    if let Some(leases) = self.leases.as_ref().filter(|_| admitted) {
+                        leases.admitted(tenant, key_id, takes, budget, now);
+                    }
                     return (
                         decisions.into_iter().map(|d| (d, Place::Store)).collect(),
                         spend.map(|d| (d, Place::Store)),
+                        None,
                     );
                 }
                 Err(e) => self.store_failed("admission", &e, now),
@@ -366,7 +410,7 @@ impl Policy {
             )),
             None => None,
         };
-        (decisions, spend)
+        (decisions, spend, None)
     }
 
     /// Checks `caller`'s policies for `body`; reserves what the request may use.
@@ -463,7 +507,9 @@ impl Policy {
             }),
             _ => None,
         };
-        let (decisions, spend) = self.check(&takes, reserve.as_ref(), now).await;
+        let (decisions, spend, share) = self
+            .check((tenant_id, &caller.key_id), &takes, reserve.as_ref(), now)
+            .await;
 
         let mut refusal: Option<GatewayError> = None;
         let mut retry_after_ms = 0;
@@ -511,6 +557,7 @@ impl Policy {
                     period: r.period,
                     amount: r.amount,
                     place: *place,
+                    lease: share,
                 });
             }
         }
@@ -580,7 +627,7 @@ impl Policy {
                         .window_adjust(&hold.scope, MINUTE, delta, hold.at_ms)
                         .await;
                 }
-                Place::Store => settlement.windows.push(WindowSettle {
+                Place::Store | Place::Lease => settlement.windows.push(WindowSettle {
                     scope: hold.scope,
                     window_ms: 60_000,
                     delta,
@@ -596,6 +643,14 @@ impl Policy {
                         .await;
                 }
                 Place::Store => settlement.budget = Some((hold.period, hold.amount)),
+                // The cost is settled; the reservation is the lease's, given back once the
+                // lease and every request it admitted are done with it.
+                Place::Lease => {
+                    settlement.budget = Some((hold.period, 0));
+                    settlement.keep = hold
+                        .lease
+                        .map(|share| KeepAlive(share as Arc<dyn std::any::Any + Send + Sync>));
+                }
             }
         }
         settlement

@@ -23,7 +23,9 @@
 //!    Reads `RequestContext`, `ParsedBody`, `RequestId`, `RequestStart`; inserts `Ledger`.
 //!    With trace export on (`[telemetry] otlp_endpoint`), also opens the request's span
 //!    (parented by an incoming `traceparent`) inside the `Ledger`, which ends it. A body over
-//!    16 KB has its prompt counted off the lane ([`crate::offload`]), as step 7 scans it.
+//!    16 KB has its prompt counted off the lane ([`crate::offload`]), as step 7 scans it. On
+//!    Redis, a busy caller's requests are admitted from the lane's lease of its limits
+//!    ([`crate::policy::lease`]) without a round trip.
 //! 7. `GuardLayer` (chat) — the tenant's shield: redacts PII in the parsed body (before the
 //!    cache and the provider see it), blocks with 400 `content_blocked`, records findings on
 //!    the `Ledger`; inserts `ResponseGuard` when answers are checked too.

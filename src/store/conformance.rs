@@ -426,6 +426,7 @@ async fn audit_outcomes<S: Store>(s: &S) {
             delta: -85,
             taken_at_ms: t0,
         }],
+        keep: None,
     };
     let mut hit = outcome("au-t", "req-c", t0 + 86_400_000, 3, &b.record.hash);
     hit.record.cache = "exact".into();
@@ -524,6 +525,7 @@ fn settling_outcomes(tenant: &str, t0: u64, month: &str) -> Vec<Outcome> {
                     delta: if i % 4 == 0 { -40 } else { 7 },
                     taken_at_ms: t0,
                 }],
+                keep: None,
             };
             o
         })

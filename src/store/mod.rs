@@ -17,8 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use types::{
-    AuditPage, AuditQuery, Budget, BudgetDecision, BudgetReserve, ChainHead, KeyRecord, Limits,
-    Outcome, Settlement, Tenant, UsageGrain, UsageRow, WindowDecision, WindowSettle, WindowTake,
+    AuditPage, AuditQuery, Budget, BudgetDecision, BudgetReserve, ChainHead, KeepAlive, KeyRecord,
+    LeaseEnd, LeaseGrant, LeasePart, LeaseTake, Limits, Outcome, Settlement, Tenant, UsageGrain,
+    UsageRow, WindowDecision, WindowSettle, WindowTake,
 };
 
 /// Why a store operation failed.
@@ -171,6 +172,28 @@ pub trait CounterStore: Send + Sync {
             None => None,
         };
         Ok((decisions, spend))
+    }
+
+    /// Takes an admission lease ([`crate::policy::lease`]) in one atomic step: every window
+    /// and the budget as [`CounterStore::admit`] would, with the budget always enforced, or,
+    /// when any of them refuses, nothing at all (`None`). Each part is registered, so that
+    /// the store releases a budget part never given back after `reap_after`. Only a shared
+    /// store leases; the default refuses every lease.
+    async fn lease_take(
+        &self,
+        lease: &LeaseTake,
+        window: Duration,
+    ) -> StoreResult<Option<LeaseGrant>> {
+        let _ = (lease, window);
+        Ok(None)
+    }
+
+    /// Gives back one part of a lease: the windows' unused amounts, or the budget
+    /// reservation. Applied at most once per part, and not at all once the store reaped it,
+    /// so it may be retried after any failure.
+    async fn lease_end(&self, end: &LeaseEnd, window: Duration) -> StoreResult<()> {
+        let _ = (end, window);
+        Ok(())
     }
 }
 

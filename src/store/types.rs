@@ -173,7 +173,29 @@ pub struct Settlement {
     /// Token-window corrections: the real count minus the reservation.
     #[serde(default)]
     pub windows: Vec<WindowSettle>,
+    /// Held until the outcome is written (or spilled), then dropped: a lease's budget
+    /// reservation is given back only once each request it admitted has its cost recorded.
+    #[serde(skip)]
+    pub keep: Option<KeepAlive>,
 }
+
+/// A value a [`Settlement`] keeps alive; carries no data of its own (equal to any other).
+#[derive(Clone)]
+pub struct KeepAlive(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeepAlive")
+    }
+}
+
+impl PartialEq for KeepAlive {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeepAlive {}
 
 /// One correction of a token window (see [`super::CounterStore::window_adjust`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,4 +272,52 @@ pub struct ChainHead {
     pub chain: String,
     pub seq: u64,
     pub hash: String,
+}
+
+/// An admission lease to take ([`crate::store::CounterStore::lease_take`]): every window and
+/// the budget at once, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseTake {
+    pub tenant: String,
+    /// Unique per lease; with the budget, it names the lease in the store's register.
+    pub id: String,
+    /// The windows to take from, each `amount` against `limit` (the lease's own bound).
+    pub takes: Vec<WindowTake>,
+    /// Always enforced.
+    pub budget: Option<BudgetReserve>,
+    pub now_ms: u64,
+    /// How long after the lease is taken the store releases its budget part itself, if it
+    /// was never given back (by the store's clock).
+    pub reap_after: std::time::Duration,
+}
+
+/// A granted lease: each window's count with it, and the budget's spent and reserved as they
+/// were before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub counts: Vec<u64>,
+    pub budget: Option<(i64, i64)>,
+}
+
+/// One part of a lease to give back ([`crate::store::CounterStore::lease_end`]), applied at
+/// most once however often it is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseEnd {
+    pub tenant: String,
+    pub id: String,
+    pub part: LeasePart,
+}
+
+/// The two parts of a lease, given back at different times.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeasePart {
+    /// When the lease ends: each window's scope and the amount the lease did not use, in
+    /// the bucket of `at_ms` (when the lease was taken).
+    Windows {
+        unused: Vec<(String, u64)>,
+        at_ms: u64,
+    },
+    /// When the lease has ended and its last request has settled: the whole budget
+    /// reservation of `period`.
+    Budget { period: String, amount: i64 },
 }

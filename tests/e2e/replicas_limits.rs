@@ -456,3 +456,187 @@ async fn health_and_readiness_recover_without_traffic_once_redis_returns() {
     assert_eq!(ready.status(), 200);
     assert_eq!(post_chat(&client, &gw, &chat(Some(20))).await.status(), 200);
 }
+
+/// One Redis command's call count since the server started (`INFO commandstats`).
+async fn redis_calls(redis: &RedisNode, command: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The sum of every window bucket of `scope` (`tenant:rpm`, `tenant:tpm`), and the
+/// reservations of `tenant`'s budget periods, as Redis holds them.
+async fn redis_counters(redis: &RedisNode, tenant: &str, scope: &str) -> (i64, i64) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut window = 0;
+    let buckets: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("sntl:{{{tenant}}}:win:{scope}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for bucket in buckets {
+        let n: i64 = redis::cmd("GET")
+            .arg(&bucket)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        window += n;
+    }
+    let mut reserved = 0;
+    let periods: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("sntl:{{{tenant}}}:budget:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for period in periods {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(&period)
+            .arg("reserved")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reserved += n.unwrap_or(0);
+    }
+    (window, reserved)
+}
+
+/// Two replicas with two serving lanes each on `redis`, serving `tenants` (TOML) with the
+/// bootstrap key `key` read from its variable.
+async fn two_replicas(
+    up: &Upstream,
+    redis: &RedisNode,
+    tenants: &str,
+    key: (&str, &str),
+) -> (Gateway, Gateway) {
+    let config = with_lanes(
+        2,
+        &basic_config(up.addr(), &format!("{}{tenants}", standalone(&redis.url()))),
+    );
+    let env = [key];
+    (
+        Gateway::start_with_env(&config, &env).await,
+        Gateway::start_with_env(&config, &env).await,
+    )
+}
+
+/// A caller busy on a lane is admitted from leases of its limits and budget instead of one
+/// store step per request; once the traffic stops, the leases end and give back what they
+/// did not use, so the shared counters hold exactly what the requests used.
+#[tokio::test]
+async fn a_busy_caller_is_admitted_from_leases_and_its_counters_end_exact() {
+    const REQUESTS: usize = 400;
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    let key = secret("leased");
+    let (a, b) = two_replicas(
+        &up,
+        &redis,
+        &format!(
+            "{PRICING}{}",
+            tenant(
+                "leased",
+                "LEASED_KEY",
+                "limits = { rpm = 100000, tpm = 100000000 }\n\
+                 budget = { limit_usd = 1000.0, period = \"day\", mode = \"enforce\" }"
+            )
+        ),
+        ("LEASED_KEY", &key),
+    )
+    .await;
+    avoid_minute_edge().await;
+    // Each admission step on Redis, exact or a lease, reads its windows with one `MGET`.
+    let steps_before = redis_calls(&redis, "mget").await;
+    let results = burst(&[&a, &b], &key, REQUESTS, 8, &chat(Some(10))).await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    let steps = redis_calls(&redis, "mget").await - steps_before;
+    assert!(
+        steps * 4 < REQUESTS as u64,
+        "{steps} admission steps on Redis for {REQUESTS} requests: leases were not used"
+    );
+
+    let requests = i64::try_from(REQUESTS).unwrap();
+    wait_spent(&a, &key, requests * REAL_COST_NANO).await;
+    let tokens =
+        requests * (crate::limits::MOCK_PROMPT_TOKENS + crate::limits::MOCK_COMPLETION_TOKENS);
+    eventually(
+        Duration::from_secs(5),
+        "the leases end and give back what they did not use",
+        || async {
+            let (rpm, reserved) = redis_counters(&redis, "leased", "leased:rpm").await;
+            let (tpm, _) = redis_counters(&redis, "leased", "leased:tpm").await;
+            assert!(rpm >= requests, "{rpm} requests counted for {requests}");
+            (rpm == requests && tpm == tokens && reserved == 0).then_some(())
+        },
+    )
+    .await;
+    // Nothing else was lost on the way: every request has its audit record.
+    assert_eq!(audit(&a, &key).await.len(), REQUESTS);
+}
+
+/// With leases in play (rpm 1,024 is large enough to share out), replicas and lanes still
+/// never admit past the limit: a lease is counted in Redis before it admits anything, and
+/// near the limit every request is checked by Redis alone. Unused leases may refuse a few
+/// requests early, never more than they hold.
+#[tokio::test]
+async fn leases_never_admit_past_a_limit() {
+    const RPM: usize = 1_024;
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    let key = secret("lease-edge");
+    let (a, b) = two_replicas(
+        &up,
+        &redis,
+        &tenant("edge", "EDGE_KEY", &format!("limits = {{ rpm = {RPM} }}")),
+        ("EDGE_KEY", &key),
+    )
+    .await;
+    avoid_minute_edge().await;
+    let before = up.mock.control().calls("/v1/chat/completions");
+    let steps_before = redis_calls(&redis, "mget").await;
+    let results = burst(&[&a, &b], &key, RPM + 100, 8, &chat(None)).await;
+    let steps = redis_calls(&redis, "mget").await - steps_before;
+    // Up to half the limit, leases admitted part of the requests (else this would test
+    // the store alone).
+    assert!(
+        steps + 100 < (RPM + 100) as u64,
+        "{steps} admission steps on Redis for {} requests: leases were not used",
+        RPM + 100
+    );
+    let admitted = results.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        results
+            .iter()
+            .all(|(s, c)| *s == 200 || (*s == 429 && c.as_deref() == Some("rate_limit_exceeded"))),
+        "{results:?}"
+    );
+    assert!(admitted <= RPM, "admitted {admitted} with rpm = {RPM}");
+    // Two replicas with two lanes each hold at most 4 requests of lease apiece (1/256).
+    assert!(
+        admitted >= RPM - 16,
+        "admitted only {admitted} with rpm = {RPM}"
+    );
+    assert_eq!(
+        up.mock.control().calls("/v1/chat/completions") - before,
+        admitted as u64
+    );
+    let requests = i64::try_from(admitted).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "unused leases are given back",
+        || async {
+            let (rpm, _) = redis_counters(&redis, "edge", "edge:rpm").await;
+            (rpm == requests).then_some(())
+        },
+    )
+    .await;
+}

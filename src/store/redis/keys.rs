@@ -33,6 +33,12 @@ pub(super) fn budget(tenant: &str, period: &str) -> String {
     format!("sntl:{{{tenant}}}:budget:{period}")
 }
 
+/// The tenant's register of admission leases (a sorted set: member per lease, scored by the
+/// time it is reaped if never given back).
+pub(super) fn leases(tenant: &str) -> String {
+    format!("sntl:{{{tenant}}}:leases")
+}
+
 /// A window bucket of `scope` (`"<tenant>:rpm"`, `"<tenant>:key:<id>:tpm"`, ...): the hash tag
 /// is the part before the first `:`, so all of a tenant's counters share its slot.
 pub(super) fn window(scope: &str, bucket: u64) -> String {

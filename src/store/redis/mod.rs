@@ -16,6 +16,7 @@ mod audit;
 mod cache;
 mod changes;
 mod keys;
+mod lease;
 mod scripts;
 #[cfg(test)]
 pub mod testing;
@@ -40,8 +41,8 @@ use self::scripts::{
 };
 use super::{
     AuditPage, AuditQuery, AuditStore, BudgetDecision, BudgetReserve, CacheStore, ChainHead,
-    CounterStore, KeyRecord, KeyStore, Outcome, Store, StoreError, StoreResult, Tenant,
-    TenantStore, UsageGrain, UsageRow, WindowDecision, WindowTake,
+    CounterStore, KeyRecord, KeyStore, LeaseEnd, LeaseGrant, LeaseTake, Outcome, Store, StoreError,
+    StoreResult, Tenant, TenantStore, UsageGrain, UsageRow, WindowDecision, WindowTake,
 };
 use crate::audit::record::{AuditRecord, JudgeResult};
 use crate::lanes::PerLane;
@@ -461,7 +462,9 @@ impl CounterStore for RedisStore {
             invocation.key(current).key(previous);
         }
         if let Some(b) = budget {
-            invocation.key(keys::budget(&b.tenant, &b.period));
+            invocation
+                .key(keys::budget(&b.tenant, &b.period))
+                .key(keys::leases(&b.tenant));
         }
         invocation
             .arg(takes.len())
@@ -502,6 +505,18 @@ impl CounterStore for RedisStore {
             _ => None,
         };
         Ok((decisions, spend))
+    }
+
+    async fn lease_take(
+        &self,
+        lease: &LeaseTake,
+        window: Duration,
+    ) -> StoreResult<Option<LeaseGrant>> {
+        self.take_lease(lease, window).await
+    }
+
+    async fn lease_end(&self, end: &LeaseEnd, window: Duration) -> StoreResult<()> {
+        self.end_lease(end, window).await
     }
 
     async fn window_adjust(

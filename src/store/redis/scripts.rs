@@ -107,6 +107,35 @@ local function budget_reserve(key, amount_s, limit, enforce)
 end
 ";
 
+/// Ends admission leases that were never given back (their replica died, or the give-back was
+/// lost): each registered part whose reap time has passed (by Redis's clock) is removed, and a
+/// budget part of `budget_key` (the one hash the caller declared) releases its reservation.
+/// Members are `<id>|<budget hash key>|<amount>` for a budget part and `<id>w||0` for the
+/// window part; windows are not corrected, their buckets expire by themselves, and a part of
+/// another budget period is only removed (that period is over). At most 8 per call, so a call
+/// stays short.
+const REAP_FN: &str = r"
+local function redis_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function reap(zset, budget_key)
+  local dead = redis.call('ZRANGEBYSCORE', zset, '-inf', redis_ms(), 'LIMIT', 0, 8)
+  for _, member in ipairs(dead) do
+    local key, amount = string.match(member, '^[^|]*|([^|]*)|(%d+)$')
+    if key and key == budget_key and tonumber(amount) > 0 then
+      local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+      if reserved - tonumber(amount) < 0 then
+        redis.call('HSET', key, 'reserved', '0')
+      else
+        redis.call('HINCRBY', key, 'reserved', '-' .. amount)
+      end
+    end
+    redis.call('ZREM', zset, member)
+  end
+end
+";
+
 /// `budget_reserve`. KEYS: the period's hash. ARGV: amount, limit, enforce (`1`/`0`).
 /// Returns `{allowed, spent, reserved}` as they were before this reservation.
 const BUDGET_RESERVE: &str = r"
@@ -116,10 +145,11 @@ return {allowed, spent, reserved}
 
 /// `admit`: a request's window takes and budget reservation in one script, each decided as
 /// by its own script. KEYS: per window its current and previous bucket, then the budget hash
-/// (if any). ARGV: window count n, window ms, offset of now into the window, bucket ttl, has
-/// budget (`1`/`0`), then per window its limit and amount, then the budget's amount, limit
-/// and enforce. Returns `{allowed, count, retry}` per window, then `{allowed, spent,
-/// reserved}` of the budget, flattened.
+/// and the tenant's lease register (if a budget). ARGV: window count n, window ms, offset of
+/// now into the window, bucket ttl, has budget (`1`/`0`), then per window its limit and
+/// amount, then the budget's amount, limit and enforce. Returns `{allowed, count, retry}` per
+/// window, then `{allowed, spent, reserved}` of the budget, flattened. Before the budget is
+/// read, leases past their reap time give back their reservation (`reap`).
 const ADMIT: &str = r"
 local n = tonumber(ARGV[1])
 local w = tonumber(ARGV[2])
@@ -140,6 +170,7 @@ for i = 0, n - 1 do
 end
 if ARGV[5] == '1' then
   local at = 6 + 2 * n
+  reap(KEYS[2 * n + 2], KEYS[2 * n + 1])
   local allowed, spent, reserved = budget_reserve(KEYS[2 * n + 1], ARGV[at],
     tonumber(ARGV[at + 1]), ARGV[at + 2])
   out[#out + 1] = allowed
@@ -147,6 +178,111 @@ if ARGV[5] == '1' then
   out[#out + 1] = reserved
 end
 return out
+";
+
+/// `lease_take`: an admission lease, all or nothing. KEYS: per window its current and
+/// previous bucket, then the budget hash (if any), then the tenant's lease register. ARGV:
+/// window count n, window ms, offset of now into the window, bucket ttl, has budget, per
+/// window its limit and amount, the budget's amount and limit (always enforced), the window
+/// part's register member, the budget part's, the reap delay (ms, from Redis's clock), the
+/// register's ttl (ms). Takes every window and the budget as `admit` would; if any refuses,
+/// undoes the others and returns `{0}`; else registers each part and returns `{1, count per
+/// window..., spent, reserved}` (the budget's figures as they were before the lease, 0
+/// without a budget).
+const LEASE_TAKE: &str = r"
+local n = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local x = tonumber(ARGV[3])
+local at = 6 + 2 * n
+local has_budget = ARGV[5] == '1'
+local register = KEYS[2 * n + 1]
+local budget_key = ''
+if has_budget then
+  budget_key = KEYS[2 * n + 1]
+  register = KEYS[2 * n + 2]
+end
+reap(register, budget_key)
+local v = {}
+if n > 0 then
+  v = redis.call('MGET', unpack(KEYS, 1, 2 * n))
+end
+local took, counts, ok = {}, {}, true
+for i = 0, n - 1 do
+  local allowed, count = window_take(KEYS[2 * i + 1], v[2 * i + 1], v[2 * i + 2],
+    tonumber(ARGV[6 + 2 * i]), w, ARGV[7 + 2 * i], x, ARGV[4])
+  took[i] = allowed == 1
+  counts[#counts + 1] = count
+  if allowed ~= 1 then
+    ok = false
+  end
+end
+local spent, reserved = 0, 0
+if has_budget and ok then
+  local allowed
+  allowed, spent, reserved = budget_reserve(budget_key, ARGV[at], tonumber(ARGV[at + 1]), '1')
+  ok = allowed == 1
+end
+if not ok then
+  for i = 0, n - 1 do
+    if took[i] and tonumber(ARGV[7 + 2 * i]) > 0 then
+      redis.call('INCRBY', KEYS[2 * i + 1], '-' .. ARGV[7 + 2 * i])
+    end
+  end
+  return {0}
+end
+local reap_at = redis_ms() + tonumber(ARGV[at + 4])
+if n > 0 then
+  redis.call('ZADD', register, reap_at, ARGV[at + 2])
+end
+if has_budget then
+  redis.call('ZADD', register, reap_at, ARGV[at + 3])
+end
+redis.call('PEXPIRE', register, ARGV[at + 5])
+local out = {1}
+for i = 1, n do
+  out[#out + 1] = counts[i]
+end
+out[#out + 1] = spent
+out[#out + 1] = reserved
+return out
+";
+
+/// `lease_end`: gives back one part of a lease, once: its windows' unused amounts, or its
+/// budget reservation. KEYS: the tenant's lease register, per window the bucket the lease took
+/// from, then the budget hash (for the budget part). ARGV: the part's register member, window
+/// count n, per window the unused amount, the budget amount to release (0 for the window
+/// part). Does nothing (returns 0) when the member is gone: the lease was given back
+/// already, or reaped, so a give-back that timed out and ran late is never applied twice.
+/// Every field floors at zero.
+const LEASE_END: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local key, amount = KEYS[1 + i], tonumber(ARGV[2 + i])
+  if amount > 0 then
+    local raw = redis.call('GET', key)
+    if raw then
+      if tonumber(raw) - amount < 0 then
+        redis.call('SET', key, '0', 'KEEPTTL')
+      else
+        redis.call('INCRBY', key, '-' .. ARGV[2 + i])
+      end
+    end
+  end
+end
+local release = tonumber(ARGV[3 + n])
+if release > 0 then
+  local key = KEYS[2 + n]
+  local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+  if reserved - release < 0 then
+    redis.call('HSET', key, 'reserved', '0')
+  else
+    redis.call('HINCRBY', key, 'reserved', '-' .. ARGV[3 + n])
+  end
+end
+return 1
 ";
 
 /// `budget_settle`. KEYS: the period's hash. ARGV: reserved, actual, -reserved.
@@ -205,8 +341,17 @@ pub(super) static WINDOW_ADJUST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(WINDOW_ADJUST));
 pub(super) static BUDGET_RESERVE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{BUDGET_RESERVE_FN}{BUDGET_RESERVE}")));
-pub(super) static ADMIT_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WINDOW_TAKE_FN}{BUDGET_RESERVE_FN}{ADMIT}")));
+pub(super) static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{WINDOW_TAKE_FN}{BUDGET_RESERVE_FN}{REAP_FN}{ADMIT}"
+    ))
+});
+pub(super) static LEASE_TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{WINDOW_TAKE_FN}{BUDGET_RESERVE_FN}{REAP_FN}{LEASE_TAKE}"
+    ))
+});
+pub(super) static LEASE_END_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_END));
 pub(super) static BUDGET_SETTLE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(BUDGET_SETTLE));
 pub(super) static PUT_KEY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_KEY));

@@ -279,3 +279,205 @@ async fn connecting_to_nothing_fails() {
         started.elapsed()
     );
 }
+
+/// What the lease tests read and write: tenant `t`, an rpm window of 100, a budget of
+/// 1,000,000 nano-USD in period `2026-12`.
+mod leases {
+    use std::time::Duration;
+
+    use crate::store::{BudgetReserve, LeaseEnd, LeasePart, LeaseTake, WindowTake};
+
+    pub const MINUTE: Duration = Duration::from_secs(60);
+    pub const LATER: Duration = Duration::from_secs(60);
+
+    pub fn rpm(amount: u64) -> WindowTake {
+        WindowTake {
+            scope: "t:rpm".into(),
+            limit: 100,
+            amount,
+        }
+    }
+
+    pub fn budget(amount: i64) -> BudgetReserve {
+        BudgetReserve {
+            tenant: "t".into(),
+            period: "2026-12".into(),
+            amount,
+            limit: 1_000_000,
+            enforce: true,
+        }
+    }
+
+    pub fn lease(
+        id: &str,
+        now_ms: u64,
+        takes: Vec<WindowTake>,
+        budget: Option<BudgetReserve>,
+        reap_after: Duration,
+    ) -> LeaseTake {
+        LeaseTake {
+            tenant: "t".into(),
+            id: id.into(),
+            takes,
+            budget,
+            now_ms,
+            reap_after,
+        }
+    }
+
+    pub fn windows_part(id: &str, unused: u64, at_ms: u64) -> LeaseEnd {
+        LeaseEnd {
+            tenant: "t".into(),
+            id: id.into(),
+            part: LeasePart::Windows {
+                unused: vec![("t:rpm".into(), unused)],
+                at_ms,
+            },
+        }
+    }
+
+    pub fn budget_part(id: &str, amount: i64) -> LeaseEnd {
+        LeaseEnd {
+            tenant: "t".into(),
+            id: id.into(),
+            part: LeasePart::Budget {
+                period: "2026-12".into(),
+                amount,
+            },
+        }
+    }
+
+    /// The rpm window's current bucket.
+    pub async fn rpm_count(conn: &mut redis::aio::MultiplexedConnection, now_ms: u64) -> i64 {
+        let bucket = super::super::keys::window("t:rpm", now_ms / 60_000);
+        let n: Option<i64> = redis::cmd("GET")
+            .arg(&bucket)
+            .query_async(conn)
+            .await
+            .unwrap();
+        n.unwrap_or(0)
+    }
+}
+
+/// Admission leases on Redis: taken all or nothing, and each part given back at most once
+/// (a give-back retried after it timed out and ran late changes nothing twice).
+#[tokio::test]
+async fn a_lease_is_all_or_nothing_and_each_part_is_given_back_once() {
+    use self::leases::{budget, budget_part, lease, rpm, rpm_count, windows_part, LATER, MINUTE};
+    use crate::store::{CounterStore, WindowTake};
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = crate::audit::record::now_ms();
+
+    // The tpm window cannot take 2,000 of 1,000: nothing is taken, the rpm part neither.
+    let tpm = WindowTake {
+        scope: "t:tpm".into(),
+        limit: 1_000,
+        amount: 2_000,
+    };
+    let refused = lease("a", now, vec![rpm(10), tpm], Some(budget(5_000)), LATER);
+    assert_eq!(store.lease_take(&refused, MINUTE).await.unwrap(), None);
+    assert_eq!(rpm_count(&mut conn, now).await, 0);
+    assert_eq!(store.budget_state("t", "2026-12").await.unwrap(), (0, 0));
+    // A budget that cannot take it: the same.
+    let too_dear = lease("b", now, vec![rpm(10)], Some(budget(2_000_000)), LATER);
+    assert_eq!(store.lease_take(&too_dear, MINUTE).await.unwrap(), None);
+    assert_eq!(rpm_count(&mut conn, now).await, 0);
+
+    let granted = lease("c", now, vec![rpm(10)], Some(budget(5_000)), LATER);
+    let grant = store.lease_take(&granted, MINUTE).await.unwrap().unwrap();
+    assert_eq!(grant.counts, [10]);
+    assert_eq!(grant.budget, Some((0, 0)));
+    assert_eq!(rpm_count(&mut conn, now).await, 10);
+    assert_eq!(
+        store.budget_state("t", "2026-12").await.unwrap(),
+        (0, 5_000)
+    );
+    for _ in 0..2 {
+        store
+            .lease_end(&windows_part("c", 4, now), MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(rpm_count(&mut conn, now).await, 6, "given back once");
+        assert_eq!(
+            store.budget_state("t", "2026-12").await.unwrap(),
+            (0, 5_000)
+        );
+    }
+    for _ in 0..2 {
+        store
+            .lease_end(&budget_part("c", 5_000), MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(store.budget_state("t", "2026-12").await.unwrap(), (0, 0));
+    }
+}
+
+/// A lease never given back: the next admission that reads its budget after its reap time
+/// releases its reservation (the windows are left to expire), its late give-backs change
+/// nothing, and a part of another budget period is only dropped from the register.
+#[tokio::test]
+async fn a_lease_never_given_back_is_reaped_by_the_store() {
+    use self::leases::{budget, budget_part, lease, rpm, rpm_count, windows_part, MINUTE};
+    use crate::store::{BudgetReserve, CounterStore};
+    let server = RedisServer::start().await;
+    let store = standalone(&server).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = crate::audit::record::now_ms();
+
+    let lost = lease("d", now, vec![rpm(10)], Some(budget(7_000)), Duration::ZERO);
+    store.lease_take(&lost, MINUTE).await.unwrap().unwrap();
+    assert_eq!(
+        store.budget_state("t", "2026-12").await.unwrap(),
+        (0, 7_000)
+    );
+    let (_, spend) = store
+        .admit(&[], MINUTE, Some(&budget(1)), now)
+        .await
+        .unwrap();
+    assert_eq!(spend.unwrap().reserved, 0, "reaped before this reservation");
+    assert_eq!(store.budget_state("t", "2026-12").await.unwrap(), (0, 1));
+    store
+        .lease_end(&windows_part("d", 4, now), MINUTE)
+        .await
+        .unwrap();
+    store
+        .lease_end(&budget_part("d", 7_000), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(store.budget_state("t", "2026-12").await.unwrap(), (0, 1));
+    assert_eq!(rpm_count(&mut conn, now).await, 10);
+
+    let other = lease(
+        "e",
+        now,
+        vec![],
+        Some(BudgetReserve {
+            period: "2026-11".into(),
+            ..budget(3_000)
+        }),
+        Duration::ZERO,
+    );
+    store.lease_take(&other, MINUTE).await.unwrap().unwrap();
+    assert_eq!(
+        store.budget_state("t", "2026-11").await.unwrap(),
+        (0, 3_000)
+    );
+    store
+        .admit(&[], MINUTE, Some(&budget(1)), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.budget_state("t", "2026-11").await.unwrap(),
+        (0, 3_000)
+    );
+    let members: u64 = redis::cmd("ZCARD")
+        .arg(super::keys::leases("t"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, 0, "every reaped part left the register");
+}
