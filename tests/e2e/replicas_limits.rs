@@ -640,3 +640,77 @@ async fn leases_never_admit_past_a_limit() {
     )
     .await;
 }
+
+/// A replica stopped by SIGTERM while its lanes hold leases gives them back on its way out:
+/// once it has exited, nothing is reserved in Redis any more and the lease register is empty.
+#[tokio::test]
+async fn a_replica_stopped_under_load_gives_its_leases_back() {
+    let redis = RedisNode::start().await;
+    let up = Upstream::start().await;
+    let key = secret("lease-stop");
+    let (mut a, _idle) = two_replicas(
+        &up,
+        &redis,
+        &format!(
+            "{PRICING}{}",
+            tenant(
+                "stopping",
+                "STOPPING_KEY",
+                "limits = { rpm = 100000, tpm = 100000000 }\n\
+                 budget = { limit_usd = 1000.0, period = \"day\", mode = \"enforce\" }"
+            )
+        ),
+        ("STOPPING_KEY", &key),
+    )
+    .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let register = "sntl:{stopping}:leases";
+
+    // Load that outlives the replica: errors once it stops accepting are expected.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = a.url("/v1/chat/completions");
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, url, http) = (Arc::clone(&stop), url.clone(), client_with_key(&key));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http.post(&url).json(&chat(Some(10))).send().await;
+                }
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "a lane holds a lease", || {
+        let mut conn = conn.clone();
+        async move {
+            let held: u64 = redis::cmd("ZCARD")
+                .arg(register)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (held > 0).then_some(())
+        }
+    })
+    .await;
+    a.terminate();
+    let status = tokio::time::timeout(Duration::from_secs(30), a.child.wait())
+        .await
+        .expect("the replica exits")
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert!(status.success(), "exit status {status:?}");
+    let (_, reserved) = redis_counters(&redis, "stopping", "stopping:rpm").await;
+    assert_eq!(
+        reserved, 0,
+        "budget still reserved after the replica stopped"
+    );
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(register)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "leases left in the register");
+}
