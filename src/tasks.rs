@@ -1,9 +1,11 @@
-//! The only place that spawns tasks.
+//! Where tasks are spawned.
 //!
 //! Every background task (connection handlers, audit writers, judge workers, stream drains)
 //! is owned by one [`Tasks`] tracker, so shutdown can stop accepting work, signal the
 //! workers, and wait for them up to a deadline. `tokio::spawn` is a disallowed method
-//! everywhere else (clippy.toml).
+//! everywhere else (clippy.toml). The one other tracker is the admission leases' own
+//! (`policy::lease`): their give-backs are set off by the audit writers' last writes, after
+//! this one has drained, and shutdown waits for them separately.
 
 use std::future::Future;
 use std::time::Duration;

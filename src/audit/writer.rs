@@ -44,6 +44,9 @@ pub struct AuditWriter {
     chain: String,
     /// Per tenant: the last `seq` and `hash` this writer sealed.
     heads: HashMap<String, (u64, String)>,
+    /// What the outcomes this writer spilled kept alive (a lease's budget share): held until
+    /// the spill is empty, i.e. until those outcomes are written.
+    held: Vec<crate::store::KeepAlive>,
 }
 
 impl AuditWriter {
@@ -56,6 +59,7 @@ impl AuditWriter {
             spill,
             chain,
             heads: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -78,12 +82,29 @@ impl AuditWriter {
                     crate::lanes::gather(&mut rx, &mut buf, BATCH).await;
                     self.write(std::mem::take(&mut buf)).await;
                 }
-                _ = tick.tick() => self.replay().await,
+                _ = tick.tick() => {
+                    self.replay().await;
+                    self.let_go_once_written().await;
+                }
             }
         }
         self.replay().await;
+        self.let_go_once_written().await;
         if !self.spill.lock().await.is_empty() {
             tracing::warn!("the store is unreachable at shutdown; audit records stay in the spill file and are replayed at the next start");
+            // Their lease budget shares stay reserved in the store, which releases them by
+            // itself: giving them back now would leave those costs counted nowhere.
+            for kept in self.held.drain(..) {
+                kept.0.leave_to_store();
+            }
+        }
+    }
+
+    /// Lets go of what spilled outcomes kept alive once the spill is empty: every one of them
+    /// is written by then.
+    async fn let_go_once_written(&mut self) {
+        if !self.held.is_empty() && self.spill.lock().await.is_empty() {
+            self.held.clear();
         }
     }
 
@@ -112,8 +133,10 @@ impl AuditWriter {
         self.spill_batch(batch).await;
     }
 
-    async fn spill_batch(&mut self, batch: Vec<Outcome>) {
+    async fn spill_batch(&mut self, mut batch: Vec<Outcome>) {
         let n = batch.len() as u64;
+        self.held
+            .extend(batch.iter_mut().filter_map(|o| o.settle.keep.take()));
         match self.spill.lock().await.append(batch).await {
             Ok(()) => SPILLED.increment(n),
             Err(err) => {
@@ -210,5 +233,113 @@ mod tests {
         }
         assert_eq!(heads.len(), 1);
         assert_eq!((heads[0].seq, &heads[0].hash), (100, &prev));
+    }
+
+    /// Records whether it was let go of, and how.
+    struct Probe {
+        left: std::sync::atomic::AtomicBool,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl crate::store::Held for Probe {
+        fn leave_to_store(&self) {
+            self.left.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            if !self.left.load(std::sync::atomic::Ordering::SeqCst) {
+                self.dropped
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn kept(n: u64, dropped: &Arc<std::sync::atomic::AtomicBool>) -> Outcome {
+        let mut o = outcome(n);
+        o.settle.keep = Some(crate::store::KeepAlive(Arc::new(Probe {
+            left: std::sync::atomic::AtomicBool::new(false),
+            dropped: Arc::clone(dropped),
+        })));
+        o
+    }
+
+    /// What a spilled outcome keeps alive (a lease's budget share) is let go of only once the
+    /// spill has been written to the store; at exit with records still spilled it is left to
+    /// the store instead of being let go.
+    #[tokio::test]
+    async fn a_spilled_outcome_keeps_its_hold_until_the_spill_is_written() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::store::redis::testing::RedisServer;
+        use crate::store::redis::{RedisStore, RedisTarget};
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = RedisServer::start().await;
+        let store: Arc<dyn Store> = Arc::new(
+            RedisStore::connect(
+                RedisTarget::Standalone(redis.url()),
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap(),
+        );
+        let spill = Arc::new(tokio::sync::Mutex::new(
+            Spill::open(&dir.path().join("spill.log")).unwrap(),
+        ));
+        let tasks = crate::tasks::Tasks::new();
+        let (tx, rx) = mpsc::channel(16);
+        let running = tasks.spawn(
+            "audit-writer",
+            AuditWriter::new(Arc::clone(&store), Arc::clone(&spill)).run(rx),
+        );
+
+        redis.stop().await;
+        let written_later = Arc::new(AtomicBool::new(false));
+        tx.send(kept(0, &written_later)).await.unwrap();
+        let t0 = std::time::Instant::now();
+        while spill.lock().await.is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the outcome was not spilled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Spilled, and the store is still away: held.
+        tokio::time::sleep(REPLAY_EVERY * 2).await;
+        assert!(
+            !written_later.load(Ordering::SeqCst),
+            "let go while only spilled"
+        );
+
+        redis.restart().await;
+        let t0 = std::time::Instant::now();
+        while !written_later.load(Ordering::SeqCst) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "not let go once written"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(spill.lock().await.is_empty());
+
+        // Stopping with a record still spilled: its hold is left to the store.
+        redis.stop().await;
+        let never = Arc::new(AtomicBool::new(false));
+        tx.send(kept(1, &never)).await.unwrap();
+        let t0 = std::time::Instant::now();
+        while spill.lock().await.is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the outcome was not spilled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(tx);
+        running.await.unwrap();
+        assert!(
+            !never.load(Ordering::SeqCst),
+            "let go though its record was never written"
+        );
     }
 }

@@ -128,16 +128,13 @@ pub async fn run(path: &Path, env: &dyn EnvSource) -> Result<(), CliError> {
     // The audit writers stop once the last handle on their queues is gone: the state's here, the
     // rest with the stream drains and judge workers that finish below.
     drop(state);
-    tasks.begin_shutdown();
-    if !tasks.drain(config.server.shutdown_grace).await {
-        tracing::warn!(
-            remaining = tasks.len(),
-            "background tasks did not finish in time"
-        );
-    }
-    if let Err(err) = store.flush().await {
-        tracing::error!(error = %err, "final store flush failed");
-    }
+    drain_background(
+        &tasks,
+        &policy,
+        store.as_ref(),
+        config.server.shutdown_grace,
+    )
+    .await;
     lanes.release().await;
     tracing::info!("stopped");
     Ok(())
@@ -150,6 +147,32 @@ async fn give_back_leases(policy: &Policy, grace: Duration) {
         if tokio::time::timeout(grace, leases.close()).await.is_err() {
             tracing::warn!("giving back admission leases did not finish in time");
         }
+    }
+}
+
+/// The background work's end: every task drained (the audit writers write what is queued),
+/// then the lease give-backs those last writes set off are waited for (failed ones tried once
+/// more), then the store's final flush.
+async fn drain_background(
+    tasks: &Tasks,
+    policy: &Policy,
+    store: &dyn crate::store::Store,
+    grace: Duration,
+) {
+    tasks.begin_shutdown();
+    if !tasks.drain(grace).await {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "background tasks did not finish in time"
+        );
+    }
+    if let Some(leases) = policy.leases() {
+        if tokio::time::timeout(grace, leases.finish()).await.is_err() {
+            tracing::warn!("finishing admission leases did not finish in time");
+        }
+    }
+    if let Err(err) = store.flush().await {
+        tracing::error!(error = %err, "final store flush failed");
     }
 }
 

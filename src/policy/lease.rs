@@ -19,8 +19,9 @@
 //! **The budget** is held by the lease as a whole: requests admitted from a lease settle their
 //! cost but release nothing (their reservation is the lease's), and the lease's reservation is
 //! given back whole once the lease has ended and the outcome of every request it admitted has
-//! been written ([`BudgetShare`], kept alive by each request's settlement). So a leased request
-//! is reserved for until its cost is recorded, as any other. And the store can end a lease by
+//! been written ([`BudgetShare`], kept alive by each request's settlement, and by the audit
+//! writer while the outcome waits in the spill file). So a leased request is reserved for until
+//! its cost is recorded, as any other. And the store can end a lease by
 //! itself: each part of a lease is registered in the store, and a budget part never given back
 //! (its replica died, its give-back was lost) is released by the next admission that reads
 //! the budget after [`REAP_AFTER`]. A request still running then (a stream longer than that)
@@ -203,6 +204,12 @@ impl BudgetShare {
     /// The give-back, unless it was taken already.
     fn take_end(&self) -> Option<LeaseEnd> {
         (!self.sent.swap(true, Ordering::SeqCst)).then(|| self.end.clone())
+    }
+}
+
+impl crate::store::Held for BudgetShare {
+    fn leave_to_store(&self) {
+        self.sent.store(true, Ordering::SeqCst);
     }
 }
 
@@ -492,7 +499,7 @@ impl Leases {
             return;
         }
         let now = now_ms();
-        let back = {
+        let mut back = {
             let mut book = self.books.get().lock().await;
             let mut back = std::mem::take(&mut book.owed);
             for keys in book.callers.values_mut() {
@@ -512,17 +519,23 @@ impl Leases {
             book.callers.retain(|_, keys| !keys.is_empty());
             back
         };
+        // Give-backs that failed off the lanes (a request's last share dropped on the main
+        // runtime) wait in the shared book: the lanes retry them too.
+        back.append(&mut self.books.shared().lock().await.owed);
         let owed = self.return_to_store(back).await;
         self.owe(owed).await;
     }
 
-    /// At shutdown, once no request is left: no more asks, and every lease of every lane given
-    /// back. Whatever the store does not take is logged; the store reaps the budget part of
-    /// those leases by itself after [`REAP_AFTER`].
+    /// At shutdown, once the lanes stopped serving: no more asks, and every lease of every
+    /// lane ended: its windows' unused part given back, its budget part too when no request
+    /// holds it (else the last outcome written gives it back; [`Leases::finish`] waits for
+    /// that).
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.inflight.close();
         self.inflight.wait().await;
+        // Give-backs set off by the outcomes still to be written are tracked for `finish`.
+        self.inflight.reopen();
         let mut back = Vec::new();
         for book in self.books.all() {
             let mut book = book.lock().await;
@@ -681,20 +694,33 @@ impl Leases {
         owed
     }
 
-    /// Keeps give-backs the store did not take for the next sweep; after shutdown there is
-    /// none, so they are logged instead.
+    /// Keeps give-backs the store did not take for the next sweep (or, at shutdown, for
+    /// [`Leases::finish`]).
     async fn owe(&self, owed: Vec<LeaseEnd>) {
-        if owed.is_empty() {
-            return;
+        if !owed.is_empty() {
+            self.books.get().lock().await.owed.extend(owed);
         }
-        if self.closed() {
+    }
+
+    /// The last step of shutdown, once the audit writers are done: waits for the give-backs
+    /// their last writes set off, and tries once more what the store did not take. Whatever
+    /// is left is logged: its windows count until they expire, and the store releases its
+    /// budget after [`REAP_AFTER`].
+    pub async fn finish(&self) {
+        self.inflight.close();
+        self.inflight.wait().await;
+        let mut back = Vec::new();
+        for book in self.books.all() {
+            back.append(&mut book.lock().await.owed);
+        }
+        let left = self.return_to_store(back).await;
+        if !left.is_empty() {
             tracing::warn!(
-                leases = owed.len(),
-                "the store did not take back unused admission leases at shutdown; their windows count until they expire and the store releases their budget after a minute"
+                leases = left.len(),
+                reap_after_s = REAP_AFTER.as_secs(),
+                "the store did not take back unused admission leases at shutdown; their windows count until they expire and the store releases their budget by itself"
             );
-            return;
         }
-        self.books.get().lock().await.owed.extend(owed);
     }
 }
 

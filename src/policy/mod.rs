@@ -647,9 +647,7 @@ impl Policy {
                 // lease and every request it admitted are done with it.
                 Place::Lease => {
                     settlement.budget = Some((hold.period, 0));
-                    settlement.keep = hold
-                        .lease
-                        .map(|share| KeepAlive(share as Arc<dyn std::any::Any + Send + Sync>));
+                    settlement.keep = hold.lease.map(|share| KeepAlive(share));
                 }
             }
         }

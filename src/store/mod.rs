@@ -17,9 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use types::{
-    AuditPage, AuditQuery, Budget, BudgetDecision, BudgetReserve, ChainHead, KeepAlive, KeyRecord,
-    LeaseEnd, LeaseGrant, LeasePart, LeaseTake, Limits, Outcome, Settlement, Tenant, UsageGrain,
-    UsageRow, WindowDecision, WindowSettle, WindowTake,
+    AuditPage, AuditQuery, Budget, BudgetDecision, BudgetReserve, ChainHead, Held, KeepAlive,
+    KeyRecord, LeaseEnd, LeaseGrant, LeasePart, LeaseTake, Limits, Outcome, Settlement, Tenant,
+    UsageGrain, UsageRow, WindowDecision, WindowSettle, WindowTake,
 };
 
 /// Why a store operation failed.

@@ -173,15 +173,23 @@ pub struct Settlement {
     /// Token-window corrections: the real count minus the reservation.
     #[serde(default)]
     pub windows: Vec<WindowSettle>,
-    /// Held until the outcome is written (or spilled), then dropped: a lease's budget
-    /// reservation is given back only once each request it admitted has its cost recorded.
+    /// Held until the outcome is written, then dropped: a lease's budget reservation is given
+    /// back only once each request it admitted has its cost recorded. A spilled outcome's is
+    /// held by its writer until the spill is replayed ([`Held::leave_to_store`] at exit).
     #[serde(skip)]
     pub keep: Option<KeepAlive>,
 }
 
+/// What a settlement keeps alive.
+pub trait Held: Send + Sync {
+    /// The process is ending before the outcome is written: leave the reservation to the
+    /// store (which releases it by itself later) instead of giving it back now.
+    fn leave_to_store(&self);
+}
+
 /// A value a [`Settlement`] keeps alive; carries no data of its own (equal to any other).
 #[derive(Clone)]
-pub struct KeepAlive(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+pub struct KeepAlive(pub std::sync::Arc<dyn Held>);
 
 impl std::fmt::Debug for KeepAlive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

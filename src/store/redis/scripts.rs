@@ -109,11 +109,12 @@ end
 
 /// Ends admission leases that were never given back (their replica died, or the give-back was
 /// lost): each registered part whose reap time has passed (by Redis's clock) is removed, and a
-/// budget part of `budget_key` (the one hash the caller declared) releases its reservation.
-/// Members are `<id>|<budget hash key>|<amount>` for a budget part and `<id>w||0` for the
-/// window part; windows are not corrected, their buckets expire by themselves, and a part of
-/// another budget period is only removed (that period is over). At most 8 per call, so a call
-/// stays short.
+/// budget part of `budget_key` (the one hash the caller declared, `''` for none) releases its
+/// reservation. Members are `<id>|<budget hash key>|<amount>` for a budget part and `<id>w||0`
+/// for the window part. Windows are not corrected (their buckets expire by themselves); a
+/// budget part of another hash is only removed: its period is over, or, when a lease without
+/// a budget reaps, the tenant's budget was removed, and its reservation is left in place
+/// until the period ends. At most 8 per call, so a call stays short.
 const REAP_FN: &str = r"
 local function redis_ms()
   local t = redis.call('TIME')
