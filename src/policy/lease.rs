@@ -557,9 +557,17 @@ impl Leases {
         self.inflight.spawn(async move {
             let asked = leases.request(&tenant, &ask).await;
             let now = now_ms();
-            let failed = matches!(asked, Err(()));
-            let granted = asked.ok().flatten();
             let mut back = Vec::new();
+            let (failed, granted) = match asked {
+                Ok(granted) => (false, granted),
+                Err(maybe_taken) => {
+                    // The store may have taken the lease and lost only its answer: give back
+                    // both parts whole. A part it never registered is a no-op, so this is
+                    // right either way, and no lease waits for the store's reap.
+                    back.extend(maybe_taken);
+                    (true, None)
+                }
+            };
             {
                 let mut book = leases.books.get().lock().await;
                 let closed = leases.closed();
@@ -594,10 +602,13 @@ impl Leases {
     }
 
     /// One atomic step for the whole lease, against half of every limit: all of it, or none
-    /// (`Ok(None)`). A step that fails (`Err`: the store is down, or did not answer in time
-    /// and may still run it) leaves nothing to undo here: a lease the store registered but
-    /// this lane never learnt of is reaped by the store, and its windows expire.
-    async fn request(self: &Arc<Self>, tenant: &str, ask: &Ask) -> Result<Option<Lease>, ()> {
+    /// (`Ok(None)`). A step that fails (the store is down, or did not answer in time and may
+    /// still have run it) returns the give-backs of the whole lease, in case it was taken.
+    async fn request(
+        self: &Arc<Self>,
+        tenant: &str,
+        ask: &Ask,
+    ) -> Result<Option<Lease>, Vec<LeaseEnd>> {
         let at_ms = now_ms();
         let id = uuid::Uuid::now_v7().simple().to_string();
         let take = LeaseTake {
@@ -624,7 +635,27 @@ impl Leases {
             Err(err) => {
                 metrics::counter!(names::STORE_ERRORS, "op" => "lease").increment(1);
                 tracing::debug!(error = %err, "asking for an admission lease failed");
-                return Err(());
+                let windows = (!ask.windows.is_empty()).then(|| LeaseEnd {
+                    tenant: tenant.to_owned(),
+                    id: id.clone(),
+                    part: LeasePart::Windows {
+                        unused: ask
+                            .windows
+                            .iter()
+                            .map(|t| (t.scope.clone(), t.amount))
+                            .collect(),
+                        at_ms,
+                    },
+                });
+                let budget = ask.budget.as_ref().map(|b| LeaseEnd {
+                    tenant: tenant.to_owned(),
+                    id: id.clone(),
+                    part: LeasePart::Budget {
+                        period: b.period.clone(),
+                        amount: b.amount,
+                    },
+                });
+                return Err(windows.into_iter().chain(budget).collect());
             }
         };
         let bucket_end = (at_ms / window_ms() + 1) * window_ms();
