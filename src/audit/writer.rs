@@ -265,6 +265,18 @@ mod tests {
         o
     }
 
+    /// Waits until the writer has spilled something, at most 10 s.
+    async fn until_spilled(spill: &SharedSpill) {
+        let t0 = std::time::Instant::now();
+        while spill.lock().await.is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the outcome was not spilled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What a spilled outcome keeps alive (a lease's budget share) is let go of only once the
     /// spill has been written to the store; at exit with records still spilled it is left to
     /// the store instead of being let go.
@@ -297,14 +309,7 @@ mod tests {
         redis.stop().await;
         let written_later = Arc::new(AtomicBool::new(false));
         tx.send(kept(0, &written_later)).await.unwrap();
-        let t0 = std::time::Instant::now();
-        while spill.lock().await.is_empty() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the outcome was not spilled"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_spilled(&spill).await;
         // Spilled, and the store is still away: held.
         tokio::time::sleep(REPLAY_EVERY * 2).await;
         assert!(
@@ -327,14 +332,7 @@ mod tests {
         redis.stop().await;
         let never = Arc::new(AtomicBool::new(false));
         tx.send(kept(1, &never)).await.unwrap();
-        let t0 = std::time::Instant::now();
-        while spill.lock().await.is_empty() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the outcome was not spilled"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_spilled(&spill).await;
         drop(tx);
         running.await.unwrap();
         assert!(

@@ -139,6 +139,22 @@ impl Caller {
         !self.asking && now >= self.quiet_until_ms
     }
 
+    /// The lease to ask for now, sized for this caller's demand and a request taking `takes`
+    /// and `budget`, marked as being asked for; `None` when none may be asked for.
+    fn start_ask(
+        &mut self,
+        now: u64,
+        takes: &[WindowTake],
+        budget: Option<&BudgetReserve>,
+    ) -> Option<Ask> {
+        if !self.may_ask(now) {
+            return None;
+        }
+        let ask = plan(self.demand(), takes, budget)?;
+        self.asking = true;
+        Some(ask)
+    }
+
     /// After a refused ask: wait before the next, twice as long as after the last refusal.
     fn refused(&mut self, now: u64) {
         let wait = lease_ms()
@@ -453,12 +469,12 @@ impl Leases {
             return None;
         }
         let decisions = lease.take(takes, budget);
-        if lease.wearing(now) && caller.may_ask(now) && !self.closed() {
-            if let Some(ask) = plan(caller.demand(), takes, budget) {
-                caller.asking = true;
-                drop(book);
-                self.ask(tenant, key_id, ask);
-            }
+        let next = (lease.wearing(now) && !self.closed())
+            .then(|| caller.start_ask(now, takes, budget))
+            .flatten();
+        drop(book);
+        if let Some(ask) = next {
+            self.ask(tenant, key_id, ask);
         }
         Some(decisions)
     }
@@ -482,12 +498,12 @@ impl Leases {
         let Some(caller) = book.caller(tenant, key_id) else {
             return;
         };
-        if caller.lease.is_some() || !caller.may_ask(now) || caller.demand() < DEMAND {
+        if caller.lease.is_some() || caller.demand() < DEMAND {
             return;
         }
-        if let Some(ask) = plan(caller.demand(), takes, budget) {
-            caller.asking = true;
-            drop(book);
+        let next = caller.start_ask(now, takes, budget);
+        drop(book);
+        if let Some(ask) = next {
             self.ask(tenant, key_id, ask);
         }
     }

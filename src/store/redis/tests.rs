@@ -347,6 +347,20 @@ mod leases {
         }
     }
 
+    /// A private Redis, the store on it, a plain connection to read it with, and now.
+    pub async fn setup() -> (
+        super::RedisServer,
+        super::RedisStore,
+        redis::aio::MultiplexedConnection,
+        u64,
+    ) {
+        let server = super::RedisServer::start().await;
+        let store = super::standalone(&server).await;
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        (server, store, conn, crate::audit::record::now_ms())
+    }
+
     /// The rpm window's current bucket.
     pub async fn rpm_count(conn: &mut redis::aio::MultiplexedConnection, now_ms: u64) -> i64 {
         let bucket = super::super::keys::window("t:rpm", now_ms / 60_000);
@@ -365,11 +379,7 @@ mod leases {
 async fn a_lease_is_all_or_nothing_and_each_part_is_given_back_once() {
     use self::leases::{budget, budget_part, lease, rpm, rpm_count, windows_part, LATER, MINUTE};
     use crate::store::{CounterStore, WindowTake};
-    let server = RedisServer::start().await;
-    let store = standalone(&server).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let now = crate::audit::record::now_ms();
+    let (_server, store, mut conn, now) = leases::setup().await;
 
     // The tpm window cannot take 2,000 of 1,000: nothing is taken, the rpm part neither.
     let tpm = WindowTake {
@@ -422,11 +432,7 @@ async fn a_lease_is_all_or_nothing_and_each_part_is_given_back_once() {
 async fn a_lease_never_given_back_is_reaped_by_the_store() {
     use self::leases::{budget, budget_part, lease, rpm, rpm_count, windows_part, MINUTE};
     use crate::store::{BudgetReserve, CounterStore};
-    let server = RedisServer::start().await;
-    let store = standalone(&server).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let now = crate::audit::record::now_ms();
+    let (_server, store, mut conn, now) = leases::setup().await;
 
     let lost = lease("d", now, vec![rpm(10)], Some(budget(7_000)), Duration::ZERO);
     store.lease_take(&lost, MINUTE).await.unwrap().unwrap();
