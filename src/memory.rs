@@ -36,6 +36,14 @@ pub fn set_release(release: fn()) {
     let _ = RELEASE.set(release);
 }
 
+/// Returns the calling thread's free memory to the OS now, if the binary registered how: for
+/// one-off work that frees far more than it keeps, such as building a token table.
+pub fn release_now() {
+    if let Some(release) = RELEASE.get() {
+        release();
+    }
+}
+
 /// Starts the calling lane's watch (on its own current-thread runtime): releases the lane's
 /// free memory once each time a busy spell ends. Stops at shutdown.
 pub fn release_when_idle(tasks: &Tasks) {

@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::tasks::Tasks;
 use crate::telemetry;
 use crate::tenancy::{self, Tenancy};
-use crate::tokens::Tokenizer;
+use crate::tokens::{Encoding, Tokenizer};
 
 /// Sampled answers waiting for the judge; a full queue drops the sample (counted).
 const JUDGE_QUEUE: usize = 1024;
@@ -243,8 +243,13 @@ fn accounting(
     store: &Arc<dyn crate::store::Store>,
     tasks: &Tasks,
 ) -> Result<Accounting, CliError> {
-    // Built once: tiktoken's encoders take ~100 ms to load.
     let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
+    // The default encoding (every current OpenAI model's) is built now, off the workers, so
+    // the first request that counts tokens does not wait ~150 ms for it.
+    let warm = Arc::clone(&tokenizer);
+    tasks.spawn("tokenizer-prepare", async move {
+        warm.prepare_encoding(Encoding::O200kBase).await;
+    });
     let policy = Arc::new(Policy::new(
         config,
         Arc::clone(store),

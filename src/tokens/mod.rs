@@ -6,10 +6,12 @@
 //! an integer cost, so sums over millions of requests never drift. Budgets also use the
 //! tokenizer before the call to reserve an upper bound.
 //!
-//! Both pieces are built once at start-up and shared read-only: the BPE tables are large and
-//! building them per request would block an async worker.
+//! Both pieces are built once and shared read-only: building a BPE table takes long enough to
+//! block an async worker, so it happens once per encoding, off the workers.
 
+mod bpe;
 pub mod pricing;
+mod split;
 pub mod tokenizer;
 
 #[cfg(test)]

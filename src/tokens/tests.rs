@@ -188,38 +188,131 @@ fn pathological_inputs_are_counted_without_panicking() {
 }
 
 #[test]
-fn whitespace_runs_too_long_for_tiktoken_are_counted_in_pieces() {
+fn whitespace_runs_too_long_for_tiktoken_are_counted_exactly() {
     let tok = tokenizer();
-    // Python tiktoken and an unguarded tiktoken-rs both panic on a run this long.
-    let text = " ".repeat(1_500_000) + "x";
-    let piece = " ".repeat(100_000);
+    // Python tiktoken and tiktoken-rs both overflow their regex stack on a run this long; the
+    // automaton splits it like any other, and the long-piece merge counts it.
+    let run = 1_500_000;
+    let text = " ".repeat(run) + "x";
     for model in ["gpt-4o", "gpt-4"] {
         let whole = tok.count_text(model, &text);
-        let in_pieces = 15 * tok.count_text(model, &piece) + 1;
-        // Not the byte estimate a caught panic would give, and a token or two per cut at most.
-        assert!(whole < 1_500_000 / 4, "{model}: {whole}");
-        assert!(
-            whole.abs_diff(in_pieces) <= 2 * 15,
-            "{model}: {whole} vs {in_pieces}"
-        );
+        // The run minus one space, then " x": the run's count is the same as for a run that
+        // ends the text one space shorter.
+        let alone = tok.count_text(model, &" ".repeat(run - 1));
+        assert_eq!(whole, alone + 1, "{model}");
+        assert!(whole < run as u64 / 4, "{model}: {whole}");
+    }
+}
+
+/// Text drawn from the characters tiktoken's split patterns tell apart: cased and uncased
+/// letters, marks, digits of two scripts, each kind of whitespace, punctuation, contractions
+/// and special-token text.
+fn split_edge_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let atoms = prop::sample::select(vec![
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\r",
+        "\u{a0}",
+        "\u{3000}",
+        "\u{2028}",
+        "a",
+        "Z",
+        "hello",
+        "World",
+        "ABC",
+        "é",
+        "ß",
+        "ſ",
+        "K",
+        "ǅ",
+        "ʰ",
+        "中文",
+        "\u{301}",
+        "١٢٣",
+        "7",
+        "1234567",
+        "'s",
+        "'T",
+        "'re",
+        "'LL",
+        "'",
+        ".",
+        "/",
+        "!?",
+        "\"",
+        "😀",
+        "<|endoftext|>",
+        "\0",
+        "-",
+        "_",
+        "\u{200d}",
+        "ﬀ",
+    ]);
+    prop::collection::vec(atoms, 0..48).prop_map(|parts| parts.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// The automaton split and the compact merge count exactly what tiktoken-rs encodes.
+    #[test]
+    fn counts_equal_tiktoken_rs_on_random_text(text in split_edge_text()) {
+        let tok = tokenizer();
+        let o200k = tiktoken_rs::o200k_base_singleton().encode_ordinary(&text).len() as u64;
+        let cl100k = tiktoken_rs::cl100k_base_singleton().encode_ordinary(&text).len() as u64;
+        proptest::prop_assert_eq!(tok.count_text("gpt-4o", &text), o200k, "o200k {:?}", text);
+        proptest::prop_assert_eq!(tok.count_text("gpt-4", &text), cl100k, "cl100k {:?}", text);
+    }
+
+    /// Long runs of letters are single pieces of 100 bytes or more: the heap merge.
+    #[test]
+    fn long_pieces_count_as_tiktoken_rs_does(text in "[abxqz]{100,400}|[aeé]{60,200}") {
+        let tok = tokenizer();
+        let o200k = tiktoken_rs::o200k_base_singleton().encode_ordinary(&text).len() as u64;
+        let cl100k = tiktoken_rs::cl100k_base_singleton().encode_ordinary(&text).len() as u64;
+        proptest::prop_assert_eq!(tok.count_text("gpt-4o", &text), o200k, "o200k {:?}", text);
+        proptest::prop_assert_eq!(tok.count_text("gpt-4", &text), cl100k, "cl100k {:?}", text);
     }
 }
 
 #[test]
-fn only_overlong_whitespace_runs_are_cut() {
-    use super::tokenizer::tests_support::segments;
+fn long_pieces_merge_as_tiktoken_rs_does() {
+    // Pieces of 100 bytes or more take the heap merge; these have no single token.
+    let inputs = [
+        "a".repeat(5_000),
+        "ab".repeat(300),
+        "xq7".repeat(200),
+        "Zx".repeat(80),
+        "😀".repeat(40),
+        "\u{0301}".repeat(300),
+        "-=".repeat(120),
+        " ".repeat(3_000),
+        "\n".repeat(500),
+    ];
+    for text in &inputs {
+        for (model, table) in [
+            ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
+            ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
+        ] {
+            let expected = table.encode_ordinary(text).len() as u64;
+            assert_eq!(
+                tokenizer().count_text(model, text),
+                expected,
+                "{model}: {text:.20?}"
+            );
+        }
+    }
+}
 
-    let long_text = "word ".repeat(100_000);
-    assert_eq!(segments(&long_text), vec![long_text.as_str()]);
-    let newlines = "\n".repeat(300_000);
-    assert_eq!(segments(&newlines).len(), 3);
-    let text = format!("a{}b{}c", "\t".repeat(250_000), " ".repeat(99_999));
-    let parts = segments(&text);
-    assert_eq!(parts.concat(), text);
-    assert_eq!(
-        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-        vec![100_001, 100_000, 50_000 + 1 + 99_999 + 1]
-    );
+#[test]
+fn every_ordinary_token_is_in_the_compact_table() {
+    let tok = tokenizer();
+    assert_eq!(tok.vocabulary_len(Encoding::O200kBase), Some(199_998));
+    assert_eq!(tok.vocabulary_len(Encoding::Cl100kBase), Some(100_256));
 }
 
 // === pricing ===

@@ -1,24 +1,25 @@
-//! Local token counting with OpenAI's BPE encodings (tiktoken-rs), for when the upstream sends
-//! no `usage` block and for budget reservations before the call.
+//! Local token counting with OpenAI's BPE encodings, for when the upstream sends no `usage`
+//! block and for the limits and budget reservations before the call.
 //!
-//! Each encoding's table is built once, on first use: they are large (about 48 MB resident for
-//! `o200k_base`, 25 MB for `cl100k_base`), and a gateway whose tenants have no token limits or
-//! budgets and whose upstreams report usage never needs them. Building one takes long enough
-//! that it must not run on an async worker, so async callers [`Tokenizer::prepare`] the
-//! encoding on the blocking pool first; the rare synchronous caller (an upstream that sent no
-//! usage) builds it in place once. The tokenizer is cheap to clone (two `Arc`s and the
-//! override list).
+//! The ranks are tiktoken-rs's; the counting is this module's own ([`super::bpe`],
+//! [`super::split`]): tiktoken-rs's tables take about 40 MB resident for `o200k_base` and its
+//! backtracking split regex was the largest single cost of a short request. Each encoding is
+//! built once, on first use, in about 150 ms (tiktoken-rs parses its table, the ranks are
+//! copied out, its table is dropped), so async callers [`Tokenizer::prepare`] the encoding on
+//! the blocking pool first, and `serve` prepares the default one at start-up; the rare
+//! synchronous caller (an upstream that sent no usage) builds it in place once. The tokenizer
+//! is cheap to clone (two `Arc`s and the override list).
 //!
 //! Counts match Python tiktoken's `encode(text, disallowed_special=())` exactly: text that
 //! looks like a special token (`<|endoftext|>`) is encoded as plain text, as a client's message
-//! would be. `tests/data/token_counts.json` (made by `scripts/token-counts`) pins this.
+//! would be. `tests/data/token_counts.json` (made by `scripts/token-counts`) pins this, and
+//! `tokens::tests` compares with tiktoken-rs over random text.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use tiktoken_rs::CoreBPE;
-
+use super::bpe::Counter;
 use crate::openai::chat::{ChatMessage, ChatRequest, MessageContent, Role};
 
 /// Tokens every message costs on top of its text (`<|start|>{role}<|message|>…<|end|>`),
@@ -73,17 +74,17 @@ impl fmt::Debug for Tokenizer {
     }
 }
 
-/// One encoding's table, built on first use.
+/// One encoding's counter, built on first use.
 struct LazyBpe {
     // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
     // a bug in the dependency; counting then falls back to an estimate instead of failing
     // requests (see `count_with`).
-    table: OnceLock<Option<CoreBPE>>,
-    build: fn() -> Option<CoreBPE>,
+    table: OnceLock<Option<Counter>>,
+    build: fn() -> Option<Counter>,
 }
 
 impl LazyBpe {
-    fn new(build: fn() -> Option<CoreBPE>) -> Arc<Self> {
+    fn new(build: fn() -> Option<Counter>) -> Arc<Self> {
         Arc::new(Self {
             table: OnceLock::new(),
             build,
@@ -91,8 +92,15 @@ impl LazyBpe {
     }
 
     /// The table, building it now if nobody has (blocks this thread for a few hundred ms once).
-    fn get(&self) -> Option<&CoreBPE> {
-        self.table.get_or_init(self.build).as_ref()
+    fn get(&self) -> Option<&Counter> {
+        self.table
+            .get_or_init(|| {
+                let built = (self.build)();
+                // Compiling the split automaton leaves freed temporaries behind too.
+                crate::memory::release_now();
+                built
+            })
+            .as_ref()
     }
 
     fn is_built(&self) -> bool {
@@ -109,8 +117,12 @@ impl Tokenizer {
     /// names win over prefixes, and the longest prefix wins among prefixes.
     pub fn new(overrides: Vec<(String, Encoding)>) -> Self {
         Self {
-            o200k: LazyBpe::new(|| tiktoken_rs::o200k_base().ok()),
-            cl100k: LazyBpe::new(|| tiktoken_rs::cl100k_base().ok()),
+            o200k: LazyBpe::new(|| {
+                Counter::build(Encoding::O200kBase, || tiktoken_rs::o200k_base().ok())
+            }),
+            cl100k: LazyBpe::new(|| {
+                Counter::build(Encoding::Cl100kBase, || tiktoken_rs::cl100k_base().ok())
+            }),
             overrides: Overrides::new(overrides),
         }
     }
@@ -118,7 +130,12 @@ impl Tokenizer {
     /// Builds `model`'s encoding on the blocking pool if it is not built yet, so the counts
     /// that follow on this async task do not stall its worker.
     pub async fn prepare(&self, model: &str) {
-        let table = self.table(self.encoding_for(model));
+        self.prepare_encoding(self.encoding_for(model)).await;
+    }
+
+    /// Builds `encoding` on the blocking pool if it is not built yet.
+    pub async fn prepare_encoding(&self, encoding: Encoding) {
+        let table = self.table(encoding);
         if !table.is_built() {
             let table = Arc::clone(table);
             // A failed join means the build panicked; counting then builds (or estimates) in
@@ -199,13 +216,20 @@ impl Tokenizer {
         }
     }
 
-    fn bpe(&self, encoding: Encoding) -> Option<&CoreBPE> {
+    fn bpe(&self, encoding: Encoding) -> Option<&Counter> {
         self.table(encoding).get()
+    }
+
+    /// How many ordinary tokens `encoding` has (builds it).
+    #[cfg(test)]
+    pub(super) fn vocabulary_len(&self, encoding: Encoding) -> Option<usize> {
+        self.bpe(encoding)
+            .map(super::bpe::tests_support::vocabulary_len)
     }
 }
 
 /// One message's share of the prompt: overhead, role, content, name, tool calls.
-fn count_message(bpe: Option<&CoreBPE>, message: &ChatMessage) -> u64 {
+fn count_message(bpe: Option<&Counter>, message: &ChatMessage) -> u64 {
     let mut total = TOKENS_PER_MESSAGE.saturating_add(count_with(bpe, role_name(message.role)));
     match &message.content {
         Some(MessageContent::Text(text)) => total = total.saturating_add(count_with(bpe, text)),
@@ -235,11 +259,9 @@ fn count_message(bpe: Option<&CoreBPE>, message: &ChatMessage) -> u64 {
 
 /// Ordinary encoding: special-token text is plain text, as with tiktoken's
 /// `encode(text, disallowed_special=())`.
-fn count_with(bpe: Option<&CoreBPE>, text: &str) -> u64 {
-    let tokens = match bpe {
-        Some(bpe) => whitespace_safe_segments(text)
-            .map(|segment| encode_len(bpe, segment))
-            .fold(0_usize, usize::saturating_add),
+fn count_with(counter: Option<&Counter>, text: &str) -> u64 {
+    let tokens = match counter {
+        Some(counter) => counter.count(text),
         None => estimate(text),
     };
     u64::try_from(tokens).unwrap_or(u64::MAX)
@@ -248,66 +270,6 @@ fn count_with(bpe: Option<&CoreBPE>, text: &str) -> u64 {
 /// About four bytes per token for English text; used only where exact counting is impossible.
 fn estimate(text: &str) -> usize {
     text.len().div_ceil(4)
-}
-
-/// Counts one segment, never unwinding into the caller.
-fn encode_len(bpe: &CoreBPE, segment: &str) -> usize {
-    // tiktoken-rs unwraps its regex matcher's result; `whitespace_safe_segments` avoids the one
-    // failure known (a backtracking-stack overflow), and this catches any other, so a request
-    // can never bring a worker down through counting. The call only reads the tables and uses
-    // the regex's scratch caches, so an unwind leaves nothing half-updated.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        bpe.encode_ordinary(segment).len()
-    }))
-    .unwrap_or_else(|_| estimate(segment))
-}
-
-/// Longest whitespace run (in chars) handed to tiktoken in one piece.
-///
-/// The `\s+(?!\S)` branch of both encodings' split pattern runs in fancy-regex's backtracking
-/// VM, which pushes one entry per whitespace char and fails (Python tiktoken and tiktoken-rs
-/// both panic) at about a million spaces or tabs in a row. Longer runs are cut into pieces this
-/// long, a tenth of that limit.
-const MAX_WHITESPACE_RUN: usize = 100_000;
-
-/// `text` cut inside whitespace runs longer than [`MAX_WHITESPACE_RUN`]; any other text,
-/// including every text shorter than that many bytes, is yielded whole and so counted exactly
-/// as tiktoken counts it. A cut changes the count by a token or two per cut, on inputs
-/// tiktoken itself cannot count.
-fn whitespace_safe_segments(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let cut = if rest.len() <= MAX_WHITESPACE_RUN {
-            rest.len()
-        } else {
-            first_long_run_cut(rest).unwrap_or(rest.len())
-        };
-        let (segment, tail) = rest.split_at(cut);
-        rest = tail;
-        Some(segment)
-    })
-}
-
-/// The byte offset just after the first [`MAX_WHITESPACE_RUN`] chars of the first whitespace
-/// run that is longer than that, if there is one.
-fn first_long_run_cut(text: &str) -> Option<usize> {
-    let mut run = 0_usize;
-    for (at, ch) in text.char_indices() {
-        if !ch.is_whitespace() {
-            run = 0;
-            continue;
-        }
-        // `run` chars of this run come before `ch`; cutting here keeps exactly
-        // MAX_WHITESPACE_RUN of them in the segment, and only if the run goes on past it.
-        if run == MAX_WHITESPACE_RUN {
-            return Some(at);
-        }
-        run += 1;
-    }
-    None
 }
 
 /// The role as it appears in the rendered prompt.
@@ -382,14 +344,5 @@ impl Overrides {
                 .find(|(prefix, _)| model.starts_with(prefix.as_str()))
                 .map(|(_, encoding)| *encoding)
         })
-    }
-}
-
-/// Internals the sibling tests check directly.
-#[cfg(test)]
-pub(super) mod tests_support {
-    /// The segments `text` is counted in.
-    pub(in crate::tokens) fn segments(text: &str) -> Vec<&str> {
-        super::whitespace_safe_segments(text).collect()
     }
 }
