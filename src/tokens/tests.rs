@@ -188,10 +188,10 @@ fn pathological_inputs_are_counted_without_panicking() {
 }
 
 #[test]
-fn whitespace_runs_too_long_for_tiktoken_are_counted_exactly() {
+fn whitespace_runs_too_long_for_tiktoken_are_counted() {
     let tok = tokenizer();
     // Python tiktoken and tiktoken-rs both overflow their regex stack on a run this long; the
-    // automaton splits it like any other, and the long-piece merge counts it.
+    // automaton splits it like any other, and the run is merged in bounded chunks.
     let run = 1_500_000;
     let text = " ".repeat(run) + "x";
     for model in ["gpt-4o", "gpt-4"] {
@@ -201,6 +201,37 @@ fn whitespace_runs_too_long_for_tiktoken_are_counted_exactly() {
         let alone = tok.count_text(model, &" ".repeat(run - 1));
         assert_eq!(whole, alone + 1, "{model}");
         assert!(whole < run as u64 / 4, "{model}: {whole}");
+    }
+}
+
+#[test]
+fn pieces_past_the_merge_limit_are_merged_in_bounded_chunks() {
+    use super::bpe::tests_support::chunks;
+
+    let short = "word".repeat(20_000);
+    assert_eq!(chunks(&short), vec![short.as_str()]);
+    // Multi-byte chars across every cut: each chunk ends on a char boundary.
+    let long = format!("{}{}", "ab".repeat(60_000), "é".repeat(70_001));
+    let parts = chunks(&long);
+    assert_eq!(parts.concat(), long);
+    assert_eq!(parts.len(), 3);
+    assert!(
+        parts.iter().all(|part| part.len() <= 100_000),
+        "{:?}",
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+    );
+    // A piece of 120 KB (two chunks) still counts within a token or two of tiktoken-rs.
+    let letters = "ab".repeat(60_000);
+    for (model, table) in [
+        ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
+        ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
+    ] {
+        let expected = table.encode_ordinary(&letters).len() as u64;
+        let counted = tokenizer().count_text(model, &letters);
+        assert!(
+            counted.abs_diff(expected) <= 2,
+            "{model}: {counted} vs {expected}"
+        );
     }
 }
 
