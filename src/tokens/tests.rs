@@ -222,17 +222,22 @@ fn pieces_past_the_merge_limit_are_merged_in_bounded_chunks() {
     );
     // A piece of 120 KB (two chunks) still counts within a token or two of tiktoken-rs.
     let letters = "ab".repeat(60_000);
-    for (model, table) in [
-        ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
-        ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
-    ] {
-        let expected = table.encode_ordinary(&letters).len() as u64;
+    for (model, expected) in tiktoken_rs_counts(&letters) {
         let counted = tokenizer().count_text(model, &letters);
         assert!(
             counted.abs_diff(expected) <= 2,
             "{model}: {counted} vs {expected}"
         );
     }
+}
+
+/// What tiktoken-rs's `encode_ordinary` counts for `text`, by a model of each encoding.
+fn tiktoken_rs_counts(text: &str) -> [(&'static str, u64); 2] {
+    [
+        ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
+        ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
+    ]
+    .map(|(model, table)| (model, table.encode_ordinary(text).len() as u64))
 }
 
 /// Text drawn from the characters tiktoken's split patterns tell apart: cased and uncased
@@ -292,21 +297,17 @@ proptest::proptest! {
     /// The automaton split and the compact merge count exactly what tiktoken-rs encodes.
     #[test]
     fn counts_equal_tiktoken_rs_on_random_text(text in split_edge_text()) {
-        let tok = tokenizer();
-        let o200k = tiktoken_rs::o200k_base_singleton().encode_ordinary(&text).len() as u64;
-        let cl100k = tiktoken_rs::cl100k_base_singleton().encode_ordinary(&text).len() as u64;
-        proptest::prop_assert_eq!(tok.count_text("gpt-4o", &text), o200k, "o200k {:?}", text);
-        proptest::prop_assert_eq!(tok.count_text("gpt-4", &text), cl100k, "cl100k {:?}", text);
+        for (model, expected) in tiktoken_rs_counts(&text) {
+            proptest::prop_assert_eq!(tokenizer().count_text(model, &text), expected, "{} {:?}", model, text);
+        }
     }
 
     /// Long runs of letters are single pieces of 100 bytes or more: the heap merge.
     #[test]
     fn long_pieces_count_as_tiktoken_rs_does(text in "[abxqz]{100,400}|[aeé]{60,200}") {
-        let tok = tokenizer();
-        let o200k = tiktoken_rs::o200k_base_singleton().encode_ordinary(&text).len() as u64;
-        let cl100k = tiktoken_rs::cl100k_base_singleton().encode_ordinary(&text).len() as u64;
-        proptest::prop_assert_eq!(tok.count_text("gpt-4o", &text), o200k, "o200k {:?}", text);
-        proptest::prop_assert_eq!(tok.count_text("gpt-4", &text), cl100k, "cl100k {:?}", text);
+        for (model, expected) in tiktoken_rs_counts(&text) {
+            proptest::prop_assert_eq!(tokenizer().count_text(model, &text), expected, "{} {:?}", model, text);
+        }
     }
 }
 
@@ -325,11 +326,7 @@ fn long_pieces_merge_as_tiktoken_rs_does() {
         "\n".repeat(500),
     ];
     for text in &inputs {
-        for (model, table) in [
-            ("gpt-4o", tiktoken_rs::o200k_base_singleton()),
-            ("gpt-4", tiktoken_rs::cl100k_base_singleton()),
-        ] {
-            let expected = table.encode_ordinary(text).len() as u64;
+        for (model, expected) in tiktoken_rs_counts(text) {
             assert_eq!(
                 tokenizer().count_text(model, text),
                 expected,

@@ -13,8 +13,8 @@
 //! Counts match Python tiktoken's `encode(text, disallowed_special=())` exactly, except that a
 //! piece of over 100 KB (an unbroken run of letters or whitespace) is merged in chunks: text
 //! that looks like a special token (`<|endoftext|>`) is encoded as plain text, as a client's
-//! message would be. `tests/data/token_counts.json` (made by `scripts/token-counts`) pins this, and
-//! `tokens::tests` compares with tiktoken-rs over random text.
+//! message would be. `tests/data/token_counts.json` (made by `scripts/token-counts`) pins
+//! this, and `tokens::tests` compares with tiktoken-rs over random text.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,8 +60,8 @@ impl fmt::Display for Encoding {
 /// Counts tokens the way OpenAI's models see them. Build one at start-up and share it.
 #[derive(Clone)]
 pub struct Tokenizer {
-    o200k: Arc<LazyBpe>,
-    cl100k: Arc<LazyBpe>,
+    o200k: Arc<LazyCounter>,
+    cl100k: Arc<LazyCounter>,
     overrides: Overrides,
 }
 
@@ -76,7 +76,7 @@ impl fmt::Debug for Tokenizer {
 }
 
 /// One encoding's counter, built on first use.
-struct LazyBpe {
+struct LazyCounter {
     // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
     // a bug in the dependency; counting then falls back to an estimate instead of failing
     // requests (see `count_with`).
@@ -84,7 +84,7 @@ struct LazyBpe {
     build: fn() -> Option<Counter>,
 }
 
-impl LazyBpe {
+impl LazyCounter {
     fn new(build: fn() -> Option<Counter>) -> Arc<Self> {
         Arc::new(Self {
             table: OnceLock::new(),
@@ -118,10 +118,10 @@ impl Tokenizer {
     /// names win over prefixes, and the longest prefix wins among prefixes.
     pub fn new(overrides: Vec<(String, Encoding)>) -> Self {
         Self {
-            o200k: LazyBpe::new(|| {
+            o200k: LazyCounter::new(|| {
                 Counter::build(Encoding::O200kBase, || tiktoken_rs::o200k_base().ok())
             }),
-            cl100k: LazyBpe::new(|| {
+            cl100k: LazyCounter::new(|| {
                 Counter::build(Encoding::Cl100kBase, || tiktoken_rs::cl100k_base().ok())
             }),
             overrides: Overrides::new(overrides),
@@ -174,7 +174,7 @@ impl Tokenizer {
 
     /// Tokens of `text` alone, with `model`'s encoding.
     pub fn count_text(&self, model: &str, text: &str) -> u64 {
-        count_with(self.bpe(self.encoding_for(model)), text)
+        count_with(self.counter(self.encoding_for(model)), text)
     }
 
     /// Tokens the prompt of a chat request costs, by OpenAI's cookbook formula: 3 per message
@@ -189,16 +189,16 @@ impl Tokenizer {
     /// - `tools` counts as the compact JSON of the definitions, which is near but not equal to
     ///   the TypeScript-like form OpenAI renders them in.
     pub fn count_chat_prompt(&self, model: &str, req: &ChatRequest) -> u64 {
-        let bpe = self.bpe(self.encoding_for(model));
+        let counter = self.counter(self.encoding_for(model));
         let mut total = REPLY_PRIMING;
         for message in &req.messages {
-            total = total.saturating_add(count_message(bpe, message));
+            total = total.saturating_add(count_message(counter, message));
         }
         if let Some(tools) = req.tools.as_ref().filter(|tools| !tools.is_empty()) {
             // Serialising typed JSON values cannot fail in practice; if it ever did, the tools
             // go uncounted rather than failing the request.
             if let Ok(json) = serde_json::to_string(tools) {
-                total = total.saturating_add(count_with(bpe, &json));
+                total = total.saturating_add(count_with(counter, &json));
             }
         }
         total
@@ -210,34 +210,34 @@ impl Tokenizer {
         self.count_text(model, text)
     }
 
-    fn table(&self, encoding: Encoding) -> &Arc<LazyBpe> {
+    fn table(&self, encoding: Encoding) -> &Arc<LazyCounter> {
         match encoding {
             Encoding::O200kBase => &self.o200k,
             Encoding::Cl100kBase => &self.cl100k,
         }
     }
 
-    fn bpe(&self, encoding: Encoding) -> Option<&Counter> {
+    fn counter(&self, encoding: Encoding) -> Option<&Counter> {
         self.table(encoding).get()
     }
 
     /// How many ordinary tokens `encoding` has (builds it).
     #[cfg(test)]
     pub(super) fn vocabulary_len(&self, encoding: Encoding) -> Option<usize> {
-        self.bpe(encoding)
+        self.counter(encoding)
             .map(super::bpe::tests_support::vocabulary_len)
     }
 }
 
 /// One message's share of the prompt: overhead, role, content, name, tool calls.
-fn count_message(bpe: Option<&Counter>, message: &ChatMessage) -> u64 {
-    let mut total = TOKENS_PER_MESSAGE.saturating_add(count_with(bpe, role_name(message.role)));
+fn count_message(counter: Option<&Counter>, message: &ChatMessage) -> u64 {
+    let mut total = TOKENS_PER_MESSAGE.saturating_add(count_with(counter, role_name(message.role)));
     match &message.content {
-        Some(MessageContent::Text(text)) => total = total.saturating_add(count_with(bpe, text)),
+        Some(MessageContent::Text(text)) => total = total.saturating_add(count_with(counter, text)),
         Some(MessageContent::Parts(parts)) => {
             // Each text part on its own: no joined copy of a possibly large content.
             for text in parts.iter().filter_map(|part| part.text.as_deref()) {
-                total = total.saturating_add(count_with(bpe, text));
+                total = total.saturating_add(count_with(counter, text));
             }
         }
         None => {}
@@ -245,15 +245,15 @@ fn count_message(bpe: Option<&Counter>, message: &ChatMessage) -> u64 {
     if let Some(name) = &message.name {
         total = total
             .saturating_add(TOKENS_PER_NAME)
-            .saturating_add(count_with(bpe, name));
+            .saturating_add(count_with(counter, name));
     }
     for call in message.tool_calls.iter().flatten() {
         total = total
-            .saturating_add(count_with(bpe, &call.function.name))
-            .saturating_add(count_with(bpe, &call.function.arguments));
+            .saturating_add(count_with(counter, &call.function.name))
+            .saturating_add(count_with(counter, &call.function.arguments));
     }
     if let Some(id) = &message.tool_call_id {
-        total = total.saturating_add(count_with(bpe, id));
+        total = total.saturating_add(count_with(counter, id));
     }
     total
 }
