@@ -22,7 +22,10 @@ WORKDIR /src
 # 1. Dependencies only. Cargo.toml and Cargo.lock are copied before any source so this layer
 #    (the slow part: ~300 crates, aws-lc, SQLite) is rebuilt only when they change. The
 #    dummy targets mirror the manifest's lib, bin and [[test]] paths so cargo accepts it.
-COPY Cargo.toml Cargo.lock ./
+#    build.rs (and the table layout it shares with src/) comes along, so the build dependency
+#    it runs, tiktoken-rs, is compiled in this layer too.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY src/tokens/table.rs ./src/tokens/table.rs
 RUN mkdir -p src tests/e2e \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \

@@ -245,7 +245,7 @@ fn accounting(
 ) -> Result<Accounting, CliError> {
     let tokenizer = Arc::new(Tokenizer::new(Vec::new()));
     // The default encoding (every current OpenAI model's) is built now, off the workers, so
-    // the first request that counts tokens does not wait ~150 ms for it.
+    // the first request that counts tokens does not wait the ~5 ms its automaton takes.
     let warm = Arc::clone(&tokenizer);
     tasks.spawn("tokenizer-prepare", async move {
         warm.prepare_encoding(Encoding::O200kBase).await;

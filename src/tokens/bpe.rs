@@ -1,22 +1,24 @@
-//! One encoding's counter: its ranks in a compact table, and tiktoken's byte-pair merge.
+//! One encoding's counter: its compiled rank table, and tiktoken's byte-pair merge.
 //!
-//! tiktoken-rs keeps an encoding as hash maps of owned byte vectors both ways plus a sorted
-//! copy (about 40 MB resident for `o200k_base`). Counting needs only "which rank has these
-//! bytes", so [`Vocabulary`] keeps every token's bytes back to back and a hash table of ranks:
-//! about 3.5 MB. The ranks are read out of tiktoken-rs's own table once, at build time.
+//! Counting needs only "which rank has these bytes". tiktoken-rs answers that from hash maps of
+//! owned byte vectors both ways plus a sorted copy, which it parses from base64 text on first
+//! use (about 40 MB resident for `o200k_base`, ~150 ms). `build.rs` reads its ranks out at
+//! compile time into the table [`Vocabulary`] reads in place from the binary (layout in
+//! [`super::table`]): nothing to build or allocate, and only the pages lookups touch are
+//! resident.
 //!
 //! The merge is tiktoken's (`_byte_pair_merge` and `_byte_pair_merge_large` in its vendored
 //! `lib.rs`, MIT), reduced to counting: repeatedly merge the adjacent pair with the lowest rank,
 //! leftmost first, until no pair is a token.
 
-use std::collections::{BinaryHeap, HashSet};
-use std::hash::BuildHasher;
-
-use hashbrown::{DefaultHashBuilder, HashTable};
-use tiktoken_rs::{CoreBPE, Rank};
+use std::collections::BinaryHeap;
 
 use super::split::Splitter;
+use super::table;
 use super::tokenizer::Encoding;
+
+/// A token's number in its encoding, as tiktoken numbers them.
+type Rank = u32;
 
 /// Pieces this long or longer merge with a heap, as tiktoken switches at this length.
 const LARGE_PIECE: usize = 100;
@@ -36,19 +38,11 @@ pub(super) struct Counter {
 }
 
 impl Counter {
-    /// `encoding`'s counter, with the ranks of the tiktoken-rs table `load` builds. That table
-    /// is dropped, and the thread's freed pages handed back, before the hash index and the
-    /// split automaton are built: allocated into its freed pages instead, they kept about
-    /// 6.5 MB more resident (measured at ready).
-    pub(super) fn build(
-        encoding: Encoding,
-        load: impl FnOnce() -> Option<CoreBPE>,
-    ) -> Option<Self> {
-        let tokens = tokens_of(&load()?)?;
-        crate::memory::release_now();
+    /// `encoding`'s counter. Compiles its split automaton: a few milliseconds.
+    pub(super) fn build(encoding: Encoding) -> Option<Self> {
         Some(Self {
             splitter: Splitter::new(encoding)?,
-            vocabulary: Vocabulary::new(tokens)?,
+            vocabulary: Vocabulary::of(encoding),
         })
     }
 
@@ -80,61 +74,92 @@ fn merge_chunks(piece: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Every ordinary token of an encoding: rank → bytes and bytes → rank.
+/// An encoding's compiled table, as `build.rs` wrote it into `OUT_DIR`.
+macro_rules! compiled {
+    ($name:literal) => {
+        Vocabulary {
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bytes")),
+            ends: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".ends")),
+            slots: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".slots")),
+        }
+    };
+}
+
+static O200K_BASE: Vocabulary = compiled!("o200k_base");
+static CL100K_BASE: Vocabulary = compiled!("cl100k_base");
+
+/// Every ordinary token of an encoding: rank → bytes and bytes → rank, read in place. Reads
+/// out of range (which a table written by `build.rs` never causes) find no token rather than
+/// panic.
+#[derive(Clone, Copy)]
 struct Vocabulary {
     /// Every token's bytes, back to back in rank order.
-    bytes: Box<[u8]>,
-    /// Where each rank's bytes end in `bytes`; they start where the rank before ends.
-    ends: Box<[u32]>,
-    /// Ranks, found by the hash of their bytes.
-    ranks: HashTable<Rank>,
-    hasher: DefaultHashBuilder,
+    bytes: &'static [u8],
+    /// Little-endian `u32`s: where each rank's bytes end in `bytes`.
+    ends: &'static [u8],
+    /// Little-endian `u32`s: the hash index, [`table::EMPTY`] or a tagged rank.
+    slots: &'static [u8],
 }
 
 impl std::fmt::Debug for Vocabulary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vocabulary")
-            .field("tokens", &self.ends.len())
+            .field("tokens", &self.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Vocabulary {
-    /// The vocabulary of the tokens `tokens_of` read out.
-    fn new(Tokens { bytes, ends }: Tokens) -> Option<Self> {
-        let mut vocabulary = Self {
-            bytes,
-            ends,
-            ranks: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
-        };
-        let mut ranks = HashTable::with_capacity(vocabulary.ends.len());
-        for rank in 0..vocabulary.ends.len() {
-            let rank = Rank::try_from(rank).ok()?;
-            let hash = vocabulary.hasher.hash_one(vocabulary.token(rank));
-            ranks.insert_unique(hash, rank, |&rank| {
-                vocabulary.hasher.hash_one(vocabulary.token(rank))
-            });
+    fn of(encoding: Encoding) -> Self {
+        match encoding {
+            Encoding::O200kBase => O200K_BASE,
+            Encoding::Cl100kBase => CL100K_BASE,
         }
-        vocabulary.ranks = ranks;
-        Some(vocabulary)
     }
 
-    /// The bytes of `rank`, which must be one of this vocabulary's.
-    fn token(&self, rank: Rank) -> &[u8] {
+    /// How many ordinary tokens the encoding has.
+    fn len(&self) -> usize {
+        self.ends.len() / 4
+    }
+
+    fn slot_count(&self) -> usize {
+        self.slots.len() / 4
+    }
+
+    /// The bytes of `rank`; empty if it is out of range.
+    fn token(&self, rank: Rank) -> &'static [u8] {
         let rank = rank as usize;
         let start = match rank.checked_sub(1) {
-            Some(before) => self.ends[before] as usize,
-            None => 0,
+            Some(before) => word(self.ends, before),
+            None => Some(0),
         };
-        &self.bytes[start..self.ends[rank] as usize]
+        let end = word(self.ends, rank);
+        match (start, end) {
+            (Some(start), Some(end)) => self.bytes.get(start as usize..end as usize).unwrap_or(&[]),
+            _ => &[],
+        }
     }
 
     fn rank(&self, bytes: &[u8]) -> Option<Rank> {
-        let hash = self.hasher.hash_one(bytes);
-        self.ranks
-            .find(hash, |&rank| self.token(rank) == bytes)
-            .copied()
+        let slot_count = self.slot_count();
+        let hash = table::hash(bytes);
+        let tag = table::tag(hash);
+        let mut at = table::home(hash, slot_count);
+        // At most every slot once: a table always has empty slots, but a bound costs nothing.
+        for _ in 0..slot_count {
+            let slot = word(self.slots, at)?;
+            if slot == table::EMPTY {
+                return None;
+            }
+            if slot >> table::RANK_BITS == tag {
+                let rank = slot & table::RANK_MASK;
+                if self.token(rank) == bytes {
+                    return Some(rank);
+                }
+            }
+            at = (at + 1) & (slot_count - 1);
+        }
+        None
     }
 
     /// Tokens of one piece of split text.
@@ -246,40 +271,11 @@ impl Vocabulary {
     }
 }
 
-/// Every ordinary token of an encoding, as [`Vocabulary`] keeps them.
-struct Tokens {
-    bytes: Box<[u8]>,
-    ends: Box<[u32]>,
-}
-
-/// Every ordinary token of `table`. tiktoken numbers them from 0 without gaps, below its
-/// special tokens. `None` if the table has none or is too large to index with `u32`.
-fn tokens_of(table: &CoreBPE) -> Option<Tokens> {
-    let special: HashSet<Rank> = table
-        .special_tokens()
-        .into_iter()
-        .filter_map(|text| table.encode(text, &HashSet::from([text])).ok())
-        .flat_map(|(ranks, _)| ranks)
-        .collect();
-    let mut bytes = Vec::new();
-    let mut ends = Vec::new();
-    for rank in 0..Rank::MAX {
-        if special.contains(&rank) {
-            break;
-        }
-        let Ok(token) = table.decode_bytes(&[rank]) else {
-            break;
-        };
-        bytes.extend_from_slice(&token);
-        ends.push(u32::try_from(bytes.len()).ok()?);
-    }
-    if ends.is_empty() {
-        return None;
-    }
-    Some(Tokens {
-        bytes: bytes.into_boxed_slice(),
-        ends: ends.into_boxed_slice(),
-    })
+/// The `index`th little-endian `u32` of `words`.
+fn word(words: &[u8], index: usize) -> Option<u32> {
+    let at = index.checked_mul(4)?;
+    let bytes: [u8; 4] = words.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
 }
 
 /// The leftmost part with the lowest merge rank, if any can merge.
@@ -322,7 +318,30 @@ pub(super) mod tests_support {
 
     /// How many ordinary tokens `counter`'s encoding has.
     pub(in crate::tokens) fn vocabulary_len(counter: &Counter) -> usize {
-        counter.vocabulary.ends.len()
+        counter.vocabulary.len()
+    }
+
+    /// The rank `encoding`'s table finds for `bytes`, and the bytes it keeps for that rank.
+    pub(in crate::tokens) fn lookup(encoding: Encoding, bytes: &[u8]) -> Option<(u32, &[u8])> {
+        let vocabulary = Vocabulary::of(encoding);
+        let rank = vocabulary.rank(bytes)?;
+        Some((rank, vocabulary.token(rank)))
+    }
+
+    /// How many steps past its home slot each token of `encoding` is stored.
+    pub(in crate::tokens) fn probe_distances(encoding: Encoding) -> Vec<usize> {
+        let vocabulary = Vocabulary::of(encoding);
+        let slot_count = vocabulary.slot_count();
+        (0..slot_count)
+            .filter_map(|at| {
+                let slot = word(vocabulary.slots, at)?;
+                (slot != table::EMPTY).then_some((at, slot & table::RANK_MASK))
+            })
+            .map(|(at, rank)| {
+                let home = table::home(table::hash(vocabulary.token(rank)), slot_count);
+                at.wrapping_sub(home) & (slot_count - 1)
+            })
+            .collect()
     }
 
     /// The chunks `piece` is merged in.

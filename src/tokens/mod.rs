@@ -6,12 +6,14 @@
 //! an integer cost, so sums over millions of requests never drift. Budgets also use the
 //! tokenizer before the call to reserve an upper bound.
 //!
-//! Both pieces are built once and shared read-only: building a BPE table takes long enough to
-//! block an async worker, so it happens once per encoding, off the workers.
+//! Both pieces are built once and shared read-only: compiling an encoding's split automaton
+//! takes long enough to stall an async worker, so it happens once per encoding, off the
+//! workers. The encodings' rank tables are compiled into the binary (`build.rs`).
 
 mod bpe;
 pub mod pricing;
 mod split;
+mod table;
 pub mod tokenizer;
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::bpe::tests_support::{lookup, probe_distances};
 use super::*;
 use crate::openai::chat::ChatRequest;
 use crate::openai::usage::{TokenCounts, Usage};
@@ -341,6 +342,46 @@ fn every_ordinary_token_is_in_the_compact_table() {
     let tok = tokenizer();
     assert_eq!(tok.vocabulary_len(Encoding::O200kBase), Some(199_998));
     assert_eq!(tok.vocabulary_len(Encoding::Cl100kBase), Some(100_256));
+    for (encoding, reference, len) in [
+        (
+            Encoding::O200kBase,
+            tiktoken_rs::o200k_base_singleton(),
+            199_998,
+        ),
+        (
+            Encoding::Cl100kBase,
+            tiktoken_rs::cl100k_base_singleton(),
+            100_256,
+        ),
+    ] {
+        for rank in 0..len {
+            let bytes = reference.decode_bytes(&[rank]).unwrap();
+            assert_eq!(
+                lookup(encoding, &bytes),
+                Some((rank, bytes.as_slice())),
+                "{encoding} rank {rank}"
+            );
+        }
+        // Bytes that are no token: two tokens' worth, and none at all.
+        assert_eq!(lookup(encoding, b"<|endoftext|>"), None);
+        assert_eq!(lookup(encoding, b""), None);
+    }
+}
+
+#[test]
+fn compiled_tables_keep_probes_short() {
+    for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+        let distances = probe_distances(encoding);
+        let total: usize = distances.iter().sum();
+        let longest = distances.iter().max().copied().unwrap_or(0);
+        // Linear probing at most 40 % full averages about a third of a step for a good hash.
+        assert!(
+            total * 2 < distances.len(),
+            "{encoding}: {total} steps over {} tokens",
+            distances.len()
+        );
+        assert!(longest < 64, "{encoding}: longest distance {longest}");
+    }
 }
 
 // === pricing ===

@@ -1,14 +1,14 @@
 //! Local token counting with OpenAI's BPE encodings, for when the upstream sends no `usage`
 //! block and for the limits and budget reservations before the call.
 //!
-//! The ranks are tiktoken-rs's; the counting is this module's own ([`super::bpe`],
-//! [`super::split`]): tiktoken-rs's tables take about 40 MB resident for `o200k_base` and its
-//! backtracking split regex was the largest single cost of a short request. Each encoding is
-//! built once, on first use, in about 150 ms (tiktoken-rs parses its table, the ranks are
-//! copied out, its table is dropped), so async callers [`Tokenizer::prepare`] the encoding on
-//! the blocking pool first, and `serve` prepares the default one at start-up; the rare
-//! synchronous caller (an upstream that sent no usage) builds it in place once. The tokenizer
-//! is cheap to clone (two `Arc`s and the override list).
+//! The ranks are tiktoken-rs's, compiled into the binary by `build.rs`; the counting is this
+//! module's own ([`super::bpe`], [`super::split`]): tiktoken-rs's tables take about 40 MB
+//! resident for `o200k_base` and its backtracking split regex was the largest single cost of
+//! a short request. Building an encoding is compiling its split automaton, once, on first use
+//! (about 5 ms), so async callers [`Tokenizer::prepare`] the encoding on the blocking pool
+//! first, and `serve` prepares the default one at start-up; the rare synchronous caller (an
+//! upstream that sent no usage) builds it in place once. The tokenizer is cheap to clone (two
+//! `Arc`s and the override list).
 //!
 //! Counts match Python tiktoken's `encode(text, disallowed_special=())` exactly, except that a
 //! piece of over 100 KB (an unbroken run of letters or whitespace) is merged in chunks: text
@@ -77,9 +77,9 @@ impl fmt::Debug for Tokenizer {
 
 /// One encoding's counter, built on first use.
 struct LazyCounter {
-    // `None` only if tiktoken-rs failed to build a table from its embedded data, which would be
-    // a bug in the dependency; counting then falls back to an estimate instead of failing
-    // requests (see `count_with`).
+    // `None` only if the split pattern failed to compile, which would be a bug caught by every
+    // counting test; counting then falls back to an estimate instead of failing requests (see
+    // `count_with`).
     table: OnceLock<Option<Counter>>,
     build: fn() -> Option<Counter>,
 }
@@ -92,12 +92,12 @@ impl LazyCounter {
         })
     }
 
-    /// The table, building it now if nobody has (blocks this thread for a few hundred ms once).
+    /// The counter, building it now if nobody has (blocks this thread for a few ms once).
     fn get(&self) -> Option<&Counter> {
         self.table
             .get_or_init(|| {
                 let built = (self.build)();
-                // What building the index and compiling the automaton freed.
+                // What compiling the automaton freed.
                 crate::memory::release_now();
                 built
             })
@@ -118,12 +118,8 @@ impl Tokenizer {
     /// names win over prefixes, and the longest prefix wins among prefixes.
     pub fn new(overrides: Vec<(String, Encoding)>) -> Self {
         Self {
-            o200k: LazyCounter::new(|| {
-                Counter::build(Encoding::O200kBase, || tiktoken_rs::o200k_base().ok())
-            }),
-            cl100k: LazyCounter::new(|| {
-                Counter::build(Encoding::Cl100kBase, || tiktoken_rs::cl100k_base().ok())
-            }),
+            o200k: LazyCounter::new(|| Counter::build(Encoding::O200kBase)),
+            cl100k: LazyCounter::new(|| Counter::build(Encoding::Cl100kBase)),
             overrides: Overrides::new(overrides),
         }
     }
