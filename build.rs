@@ -3,7 +3,7 @@
 //!
 //! tiktoken-rs embeds its encodings as base64 text and parses them into hash maps of owned
 //! byte vectors, about 40 MB for `o200k_base` and ~150 ms of start-up work. Read out here, at
-//! compile time, the gateway embeds only the compact tables (3.5 MB for `o200k_base`), maps
+//! compile time, the gateway embeds only the compact tables (4.3 MB for `o200k_base`), maps
 //! them straight from the binary and touches a page only when a lookup needs it.
 
 use std::collections::HashSet;
@@ -20,11 +20,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo::rerun-if-changed=src/tokens/table.rs");
     let out_dir = std::env::var_os("OUT_DIR").ok_or("cargo did not set OUT_DIR")?;
     let out_dir = Path::new(&out_dir);
-    for (name, encoding) in [
-        ("o200k_base", tiktoken_rs::o200k_base()?),
-        ("cl100k_base", tiktoken_rs::cl100k_base()?),
+    // With each encoding's known number of ordinary tokens: a table cut short (a gap in
+    // tiktoken-rs's ranks, a special token found early) fails the build instead of miscounting.
+    for (name, encoding, ordinary_tokens) in [
+        ("o200k_base", tiktoken_rs::o200k_base()?, 199_998),
+        ("cl100k_base", tiktoken_rs::cl100k_base()?, 100_256),
     ] {
         let (bytes, ends) = tokens_of(&encoding)?;
+        if ends.len() != ordinary_tokens {
+            return Err(format!(
+                "{name}: read {} ordinary tokens, expected {ordinary_tokens}",
+                ends.len()
+            )
+            .into());
+        }
         let slots = index(&bytes, &ends)?;
         std::fs::write(out_dir.join(format!("{name}.bytes")), &bytes)?;
         std::fs::write(out_dir.join(format!("{name}.ends")), little_endian(&ends))?;

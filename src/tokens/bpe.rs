@@ -142,6 +142,9 @@ impl Vocabulary {
 
     fn rank(&self, bytes: &[u8]) -> Option<Rank> {
         let slot_count = self.slot_count();
+        if slot_count == 0 {
+            return None;
+        }
         let hash = table::hash(bytes);
         let tag = table::tag(hash);
         let mut at = table::home(hash, slot_count);
