@@ -76,22 +76,28 @@ local stream, retention, minid = KEYS[1], ARGV[1], ARGV[2]
 local written = 0
 -- Folded per key, in first-seen order so the effects are deterministic.
 local heads, head_order = {}, {} -- chain -> {seq, 'seq:hash' to store or false}
-local sums, sum_keys = {}, {}
+-- Usage roll-ups: per hash key, per model or key-id prefix, the sums of FIELDS. The field
+-- names (prefix .. field) are built once per batch, when written.
+local FIELDS = {'requests', 'prompt_tokens', 'completion_tokens', 'cost_nano', 'cache_hits',
+  'saved_nano'}
+local sums, sum_keys = {}, {} -- key -> {order = {prefix, ...}, rows = {prefix -> sums}}
 local budgets, budget_order = {}, {}
 local deltas, bucket_order = {}, {}
 
-local function add(key, field, v)
-  local fields = sums[key]
-  if not fields then
-    fields = {order = {}, v = {}}
-    sums[key] = fields
+local function row_of(key, prefix)
+  local rollup = sums[key]
+  if not rollup then
+    rollup = {order = {}, rows = {}}
+    sums[key] = rollup
     sum_keys[#sum_keys + 1] = key
   end
-  if not fields.v[field] then
-    fields.v[field] = 0
-    fields.order[#fields.order + 1] = field
+  local row = rollup.rows[prefix]
+  if not row then
+    row = {0, 0, 0, 0, 0, 0}
+    rollup.rows[prefix] = row
+    rollup.order[#rollup.order + 1] = prefix
   end
-  fields.v[field] = fields.v[field] + v
+  return row
 end
 
 local function append(entry_id, json)
@@ -157,15 +163,18 @@ for _ = 1, tonumber(ARGV[5]) do
     end
     top_ms = tonumber(string.match(id, '^(%d+)'))
     redis.call('SET', KEYS[k], id, 'EX', retention)
+    local prompt, completion, cost = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]),
+      tonumber(ARGV[a + 8])
+    local hits, saved = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 10])
     -- By model, then by key.
     for r = 1, 2 do
-      local key, p = KEYS[k + r], ARGV[a + 3 + r]
-      add(key, p .. 'requests', 1)
-      add(key, p .. 'prompt_tokens', tonumber(ARGV[a + 6]))
-      add(key, p .. 'completion_tokens', tonumber(ARGV[a + 7]))
-      add(key, p .. 'cost_nano', tonumber(ARGV[a + 8]))
-      add(key, p .. 'cache_hits', tonumber(ARGV[a + 9]))
-      add(key, p .. 'saved_nano', tonumber(ARGV[a + 10]))
+      local row = row_of(KEYS[k + r], ARGV[a + 3 + r])
+      row[1] = row[1] + 1
+      row[2] = row[2] + prompt
+      row[3] = row[3] + completion
+      row[4] = row[4] + cost
+      row[5] = row[5] + hits
+      row[6] = row[6] + saved
     end
     if reserved ~= '' then
       local key = KEYS[k + 3]
@@ -176,7 +185,7 @@ for _ = 1, tonumber(ARGV[5]) do
         budget_order[#budget_order + 1] = key
       end
       b[1] = b[1] + tonumber(reserved)
-      b[2] = b[2] + tonumber(ARGV[a + 8])
+      b[2] = b[2] + cost
     end
     for i = 0, nwin - 1 do
       local delta = tonumber(ARGV[a + 14 + i])
@@ -204,13 +213,16 @@ end
 -- Absent fields read as zero, so zero sums are skipped; a rollup hash gets its expiry when
 -- its first record creates it.
 for _, key in ipairs(sum_keys) do
-  local fields = sums[key]
-  for _, field in ipairs(fields.order) do
-    local v = fields.v[field]
-    if v ~= 0 then
-      local now = redis.call('HINCRBY', key, field, int(v))
-      if now == v and string.sub(field, -8) == 'requests' then
-        redis.call('EXPIRE', key, ARGV[3])
+  local rollup = sums[key]
+  for _, prefix in ipairs(rollup.order) do
+    local row = rollup.rows[prefix]
+    for i, field in ipairs(FIELDS) do
+      local v = row[i]
+      if v ~= 0 then
+        local now = redis.call('HINCRBY', key, prefix .. field, int(v))
+        if now == v and i == 1 then
+          redis.call('EXPIRE', key, ARGV[3])
+        end
       end
     end
   end
