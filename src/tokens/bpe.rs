@@ -129,15 +129,13 @@ impl Vocabulary {
     /// The bytes of `rank`; empty if it is out of range.
     fn token(&self, rank: Rank) -> &'static [u8] {
         let rank = rank as usize;
-        let start = match rank.checked_sub(1) {
-            Some(before) => word(self.ends, before),
-            None => Some(0),
-        };
-        let end = word(self.ends, rank);
-        match (start, end) {
-            (Some(start), Some(end)) => self.bytes.get(start as usize..end as usize).unwrap_or(&[]),
-            _ => &[],
-        }
+        let start = rank
+            .checked_sub(1)
+            .map_or(Some(0), |before| word(self.ends, before));
+        start
+            .zip(word(self.ends, rank))
+            .and_then(|(start, end)| self.bytes.get(start as usize..end as usize))
+            .unwrap_or(&[])
     }
 
     fn rank(&self, bytes: &[u8]) -> Option<Rank> {
@@ -319,9 +317,9 @@ impl PartialOrd for Merge {
 pub(super) mod tests_support {
     use super::*;
 
-    /// How many ordinary tokens `counter`'s encoding has.
-    pub(in crate::tokens) fn vocabulary_len(counter: &Counter) -> usize {
-        counter.vocabulary.len()
+    /// How many ordinary tokens `encoding` has.
+    pub(in crate::tokens) fn vocabulary_len(encoding: Encoding) -> usize {
+        Vocabulary::of(encoding).len()
     }
 
     /// The rank `encoding`'s table finds for `bytes`, and the bytes it keeps for that rank.
