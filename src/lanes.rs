@@ -150,17 +150,52 @@ impl<T> LaneReceivers<T> {
 /// write. The wait is not a loss window: items already sit in memory in the queue.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Tops up `batch` (which holds the first item or items just received) to at most `max`:
-/// waits [`LINGER`], then takes whatever has arrived. It does not listen while it waits, so
-/// a send to the queue meanwhile wakes nothing; a closed queue still hands over what it holds.
-pub async fn gather<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) {
-    if batch.len() >= max {
-        return;
-    }
-    tokio::time::sleep(LINGER).await;
-    while batch.len() < max {
-        let Ok(item) = rx.try_recv() else { break };
-        batch.push(item);
+/// How long after a batch that found company a writer still expects more: within it a lone
+/// item waits [`LINGER`] for others, after it the writer counts as idle.
+pub const BUSY_SPELL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Tops up a background writer's batches: after the first item it waits [`LINGER`], then
+/// takes whatever has arrived. It does not listen while it waits, so a send to the queue
+/// meanwhile wakes nothing; a closed queue still hands over what it holds.
+///
+/// An idle writer's lone item goes at once. Nothing suggests company is coming, and each
+/// lane's writer lingering on its own timer let a lane write a sequential client's later
+/// record before another lane wrote its earlier one, listing them out of order. A writer that
+/// gathered several items within [`BUSY_SPELL`] keeps lingering, so batches under load stay
+/// as large as before.
+#[derive(Debug, Default)]
+pub struct Gather {
+    busy_until: Option<tokio::time::Instant>,
+}
+
+impl Gather {
+    /// Tops up `batch` (which holds the item or items just received) to at most `max`.
+    pub async fn top_up<T>(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<T>,
+        batch: &mut Vec<T>,
+        max: usize,
+    ) {
+        if batch.len() >= max {
+            return;
+        }
+        let idle = self
+            .busy_until
+            .is_none_or(|t| t <= tokio::time::Instant::now());
+        if batch.len() == 1 && idle {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => return,
+            }
+        }
+        tokio::time::sleep(LINGER).await;
+        while batch.len() < max {
+            let Ok(item) = rx.try_recv() else { break };
+            batch.push(item);
+        }
+        if batch.len() > 1 {
+            self.busy_until = Some(tokio::time::Instant::now() + BUSY_SPELL);
+        }
     }
 }
 
@@ -219,17 +254,55 @@ mod tests {
     async fn gather_takes_what_arrived_while_it_waited_up_to_the_limit() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let mut batch = vec![0];
+        tx.send(1).await.unwrap();
         let sender = async {
-            for n in 1..=5 {
+            for n in 2..=5 {
                 tx.send(n).await.unwrap();
             }
         };
-        tokio::join!(gather(&mut rx, &mut batch, 4), sender);
+        let mut gather = Gather::default();
+        let t0 = tokio::time::Instant::now();
+        tokio::join!(gather.top_up(&mut rx, &mut batch, 4), sender);
         assert_eq!(batch, [0, 1, 2, 3]);
+        assert_eq!(t0.elapsed(), LINGER, "a second item queued: it lingers");
         // A full batch goes at once.
-        gather(&mut rx, &mut batch, 4).await;
+        gather.top_up(&mut rx, &mut batch, 4).await;
         assert_eq!(batch.len(), 4);
         assert_eq!(rx.try_recv(), Ok(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gather_sends_an_idle_writers_lone_item_at_once_and_a_busy_ones_after_lingering() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let mut gather = Gather::default();
+        let mut batch = vec![0];
+        let t0 = tokio::time::Instant::now();
+        gather.top_up(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch, [0]);
+        assert_eq!(t0.elapsed(), std::time::Duration::ZERO, "idle: at once");
+
+        // Company found: the writer is busy for a spell, and a lone item then waits for more.
+        let mut batch = vec![1];
+        tx.send(2).await.unwrap();
+        gather.top_up(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch, [1, 2]);
+        let t1 = tokio::time::Instant::now();
+        let mut batch = vec![3];
+        let late = async {
+            tokio::time::sleep(LINGER / 2).await;
+            tx.send(4).await.unwrap();
+        };
+        tokio::join!(gather.top_up(&mut rx, &mut batch, 4), late);
+        assert_eq!(batch, [3, 4], "busy: it waited and took what came");
+        assert_eq!(t1.elapsed(), LINGER);
+
+        // Once the spell is over the writer is idle again.
+        tokio::time::sleep(BUSY_SPELL).await;
+        let t2 = tokio::time::Instant::now();
+        let mut batch = vec![5];
+        gather.top_up(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch, [5]);
+        assert_eq!(t2.elapsed(), std::time::Duration::ZERO);
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl AuditWriter {
     /// Runs until the queue is closed and empty (every sender dropped), then returns.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Outcome>) {
         let mut buf = Vec::with_capacity(BATCH);
+        let mut gather = crate::lanes::Gather::default();
         let mut tick = tokio::time::interval(REPLAY_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,7 +80,7 @@ impl AuditWriter {
                     if n == 0 {
                         break;
                     }
-                    crate::lanes::gather(&mut rx, &mut buf, BATCH).await;
+                    gather.top_up(&mut rx, &mut buf, BATCH).await;
                     self.write(std::mem::take(&mut buf)).await;
                 }
                 _ = tick.tick() => {

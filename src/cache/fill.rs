@@ -105,6 +105,7 @@ struct Writer {
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut gather = crate::lanes::Gather::default();
         loop {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => n,
@@ -117,7 +118,7 @@ impl Writer {
             if n == 0 {
                 return;
             }
-            crate::lanes::gather(&mut rx, &mut batch, BATCH).await;
+            gather.top_up(&mut rx, &mut batch, BATCH).await;
             self.write(std::mem::take(&mut batch)).await;
         }
     }

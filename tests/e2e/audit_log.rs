@@ -501,6 +501,63 @@ async fn every_filter_and_limit_select_exactly_the_matching_records_redis() {
     check_filters(&gw).await;
 }
 
+/// A sequential client's records are listed newest first: answered requests (whose limits
+/// are settled before their record is queued), refusals before the upstream, and 429s once
+/// the minute's requests are used up. One connection is served by one lane, whose writer
+/// keeps its queue's order; across lanes the listing is the order of writing (ARCHITECTURE.md,
+/// "Audit order").
+async fn check_sequential_order(store: &str) {
+    const RPM: usize = 16;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&basic_config(
+        up.addr(),
+        &format!(
+            "{store}\n[[tenants]]\nid = \"test\"\nlimits = {{ rpm = {RPM} }}\n\
+             keys = [{{ name = \"e2e\", key_env = \"E2E_TEST_KEY\" }}]\n"
+        ),
+    ))
+    .await;
+    let c = client();
+    let (mut sent, mut admitted) = (Vec::new(), 0);
+    for n in 0..RPM + 12 {
+        // Unknown models are refused before the limits count them.
+        let model = if n % 3 == 2 { "no-such-model" } else { "demo" };
+        let body =
+            json!({"model": model, "messages": [{"role": "user", "content": format!("n{n}")}]});
+        let resp = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let expected = match model {
+            "demo" if admitted < RPM => 200,
+            "demo" => 429,
+            _ => 404,
+        };
+        admitted += usize::from(expected == 200);
+        assert_eq!(resp.status(), expected, "request {n}");
+        sent.push(request_id(&resp));
+        resp.bytes().await.unwrap();
+    }
+    let all = wait_records(&client(), &gw, &[], sent.len()).await;
+    let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(ids(&all), newest_first, "newest first");
+    let statuses: BTreeSet<u64> = all.iter().filter_map(|r| r["status"].as_u64()).collect();
+    assert_eq!(statuses, BTreeSet::from([200, 404, 429]));
+}
+
+#[tokio::test]
+async fn a_sequential_clients_records_are_listed_newest_first_embedded() {
+    check_sequential_order("").await;
+}
+
+#[tokio::test]
+async fn a_sequential_clients_records_are_listed_newest_first_redis() {
+    let redis = RedisServer::start().await;
+    check_sequential_order(&redis_store(&redis)).await;
+}
+
 #[tokio::test]
 async fn every_refusal_after_auth_leaves_a_record() {
     // Refusals before a provider is chosen are requests of the tenant too: each one leaves
