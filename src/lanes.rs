@@ -176,9 +176,6 @@ impl Gather {
         batch: &mut Vec<T>,
         max: usize,
     ) {
-        if batch.len() >= max {
-            return;
-        }
         let idle = self
             .busy_until
             .is_none_or(|t| t <= tokio::time::Instant::now());
@@ -188,10 +185,12 @@ impl Gather {
                 Err(_) => return,
             }
         }
-        tokio::time::sleep(LINGER).await;
-        while batch.len() < max {
-            let Ok(item) = rx.try_recv() else { break };
-            batch.push(item);
+        if batch.len() < max {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < max {
+                let Ok(item) = rx.try_recv() else { break };
+                batch.push(item);
+            }
         }
         if batch.len() > 1 {
             self.busy_until = Some(tokio::time::Instant::now() + BUSY_SPELL);
@@ -266,9 +265,27 @@ mod tests {
         assert_eq!(batch, [0, 1, 2, 3]);
         assert_eq!(t0.elapsed(), LINGER, "a second item queued: it lingers");
         // A full batch goes at once.
+        let t1 = tokio::time::Instant::now();
         gather.top_up(&mut rx, &mut batch, 4).await;
         assert_eq!(batch.len(), 4);
+        assert_eq!(t1.elapsed(), std::time::Duration::ZERO);
         assert_eq!(rx.try_recv(), Ok(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_marks_the_writer_busy() {
+        let (_tx, mut rx) = tokio::sync::mpsc::channel::<u32>(16);
+        let mut gather = Gather::default();
+        let mut batch = vec![0, 1];
+        gather.top_up(&mut rx, &mut batch, 2).await;
+        let t0 = tokio::time::Instant::now();
+        let mut batch = vec![2];
+        gather.top_up(&mut rx, &mut batch, 2).await;
+        assert_eq!(
+            t0.elapsed(),
+            LINGER,
+            "busy after a full batch: a lone item waits"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -296,13 +313,18 @@ mod tests {
         assert_eq!(batch, [3, 4], "busy: it waited and took what came");
         assert_eq!(t1.elapsed(), LINGER);
 
-        // Once the spell is over the writer is idle again.
-        tokio::time::sleep(BUSY_SPELL).await;
-        let t2 = tokio::time::Instant::now();
-        let mut batch = vec![5];
+        // A lone item that finds no company does not lengthen the spell, which ends
+        // BUSY_SPELL after the last batch of several: here, just as that item goes.
+        tokio::time::sleep(BUSY_SPELL.saturating_sub(LINGER)).await;
+        let t3 = tokio::time::Instant::now();
+        let mut batch = vec![9];
         gather.top_up(&mut rx, &mut batch, 4).await;
-        assert_eq!(batch, [5]);
-        assert_eq!(t2.elapsed(), std::time::Duration::ZERO);
+        assert_eq!(batch, [9]);
+        assert_eq!(t3.elapsed(), LINGER, "still busy: it waited");
+        let t4 = tokio::time::Instant::now();
+        let mut batch = vec![10];
+        gather.top_up(&mut rx, &mut batch, 4).await;
+        assert_eq!(t4.elapsed(), std::time::Duration::ZERO, "the spell is over");
     }
 
     #[test]

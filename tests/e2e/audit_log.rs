@@ -501,18 +501,18 @@ async fn every_filter_and_limit_select_exactly_the_matching_records_redis() {
     check_filters(&gw).await;
 }
 
-/// A sequential client's records are listed newest first: answered requests (whose limits
-/// are settled before their record is queued), refusals before the upstream, and 429s once
-/// the minute's requests are used up. One connection is served by one lane, whose writer
-/// keeps its queue's order; across lanes the listing is the order of writing (ARCHITECTURE.md,
-/// "Audit order").
+/// A sequential client's records over one connection are listed newest first: answered
+/// requests (their token window is settled by a spawned task before the record is queued),
+/// refusals before the upstream (queued at once), and 429s once the minute's requests are
+/// used up. One connection is served by one lane, whose writer keeps its queue's order;
+/// across connections the listing is the order of writing (ARCHITECTURE.md, "Audit order").
 async fn check_sequential_order(store: &str) {
     const RPM: usize = 16;
     let up = Upstream::start().await;
     let gw = Gateway::start(&basic_config(
         up.addr(),
         &format!(
-            "{store}\n[[tenants]]\nid = \"test\"\nlimits = {{ rpm = {RPM} }}\n\
+            "{store}\n[[tenants]]\nid = \"test\"\nlimits = {{ rpm = {RPM}, tpm = 1000000 }}\n\
              keys = [{{ name = \"e2e\", key_env = \"E2E_TEST_KEY\" }}]\n"
         ),
     ))
