@@ -16,6 +16,7 @@ dropped for the children so that a stray override cannot change the config under
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -296,11 +298,58 @@ class Stack:
         except urllib.error.HTTPError as e:
             return e.code, {k.lower(): v for k, v in e.headers.items()}, [e.read().decode(errors="replace")]
 
+    def connection(self, timeout: float = 10) -> "Connection":
+        """One keep-alive connection to the gateway, as an SDK's connection pool keeps."""
+        return Connection(self.base, timeout)
+
     def metrics(self, path: str = "/metrics") -> str:
         status, _, raw = self.request("GET", path)
         if status != 200:
             raise StackError(f"GET {path}: {status}")
         return raw.decode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, as the OpenAI SDKs' connection pools keep. The
+    gateway serves a connection on one lane, so `/v1/audit` lists the requests sent over it
+    in the order they were sent (ARCHITECTURE.md, "Audit order"); `Stack.request` opens a
+    connection per request instead. Not retried: a failure is the caller's to see."""
+
+    def __init__(self, base: str, timeout: float = 10):
+        url = urllib.parse.urlsplit(base)
+        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+
+    def _send(self, method: str, path: str, key: str | None, body, headers: dict | None):
+        data = None if body is None else json.dumps(body).encode()
+        h = {"content-type": "application/json"} if data is not None else {}
+        if key:
+            h["authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        self.conn.request(method, path, body=data, headers=h)
+        return self.conn.getresponse()
+
+    def request(self, method: str, path: str, key: str | None = None, body=None,
+                headers: dict | None = None):
+        """(status, headers as a lower-cased dict, body bytes), like `Stack.request`."""
+        resp = self._send(method, path, key, body, headers)
+        raw = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, raw
+
+    def stream(self, path: str, key: str, body):
+        """POST a streaming request: (status, headers, [data payload strings])."""
+        resp = self._send("POST", path, key, body, {"accept": "text/event-stream"})
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        if resp.status != 200:
+            return resp.status, headers, [resp.read().decode(errors="replace")]
+        events = []
+        for raw in resp:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                events.append(line[5:].strip())
+        return resp.status, headers, events
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def config_accepts(extra_toml: str) -> tuple[bool, str]:
