@@ -179,7 +179,7 @@ impl Gather {
         let idle = self
             .busy_until
             .is_none_or(|t| t <= tokio::time::Instant::now());
-        if batch.len() == 1 && idle {
+        if batch.len() == 1 && idle && max > 1 {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => return,
@@ -286,6 +286,13 @@ mod tests {
             LINGER,
             "busy after a full batch: a lone item waits"
         );
+        // A batch of one is full at once and takes nothing more.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        tx.send(3).await.unwrap();
+        let mut batch = vec![2];
+        Gather::default().top_up(&mut rx, &mut batch, 1).await;
+        assert_eq!(batch, [2]);
+        assert_eq!(rx.try_recv(), Ok(3));
     }
 
     #[tokio::test(start_paused = true)]
