@@ -259,11 +259,7 @@ class Stack:
     def request(self, method: str, path: str, key: str | None = None, body=None,
                 headers: dict | None = None, timeout: float = 10):
         """(status, headers as a lower-cased dict, body bytes); never raises on HTTP errors."""
-        data = None if body is None else json.dumps(body).encode()
-        h = {"content-type": "application/json"} if data is not None else {}
-        if key:
-            h["authorization"] = f"Bearer {key}"
-        h.update(headers or {})
+        data, h = _encoded(key, body, headers)
         req = urllib.request.Request(self.url(path), data=data, method=method, headers=h)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -283,18 +279,11 @@ class Stack:
 
     def stream(self, path: str, key: str, body, timeout: float = 10):
         """POST a streaming request: (status, headers, [data payload strings])."""
-        req = urllib.request.Request(
-            self.url(path), data=json.dumps(body).encode(), method="POST",
-            headers={"content-type": "application/json", "authorization": f"Bearer {key}",
-                     "accept": "text/event-stream"})
+        data, h = _encoded(key, body, {"accept": "text/event-stream"})
+        req = urllib.request.Request(self.url(path), data=data, method="POST", headers=h)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                events = []
-                for raw in resp:
-                    line = raw.decode().strip()
-                    if line.startswith("data:"):
-                        events.append(line[5:].strip())
-                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, events
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, _sse_data(resp)
         except urllib.error.HTTPError as e:
             return e.code, {k.lower(): v for k, v in e.headers.items()}, [e.read().decode(errors="replace")]
 
@@ -309,6 +298,26 @@ class Stack:
         return raw.decode()
 
 
+def _encoded(key: str | None, body, headers: dict | None) -> tuple[bytes | None, dict]:
+    """A request's JSON body and headers (content type, bearer key, then `headers`)."""
+    data = None if body is None else json.dumps(body).encode()
+    h = {"content-type": "application/json"} if data is not None else {}
+    if key:
+        h["authorization"] = f"Bearer {key}"
+    h.update(headers or {})
+    return data, h
+
+
+def _sse_data(resp) -> list[str]:
+    """The `data:` payloads of an SSE response, read to its end."""
+    events = []
+    for raw in resp:
+        line = raw.decode().strip()
+        if line.startswith("data:"):
+            events.append(line[5:].strip())
+    return events
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection, as the OpenAI SDKs' connection pools keep. The
     gateway serves a connection on one lane, so `/v1/audit` lists the requests sent over it
@@ -320,11 +329,7 @@ class Connection:
         self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
 
     def _send(self, method: str, path: str, key: str | None, body, headers: dict | None):
-        data = None if body is None else json.dumps(body).encode()
-        h = {"content-type": "application/json"} if data is not None else {}
-        if key:
-            h["authorization"] = f"Bearer {key}"
-        h.update(headers or {})
+        data, h = _encoded(key, body, headers)
         self.conn.request(method, path, body=data, headers=h)
         return self.conn.getresponse()
 
@@ -341,12 +346,7 @@ class Connection:
         headers = {k.lower(): v for k, v in resp.getheaders()}
         if resp.status != 200:
             return resp.status, headers, [resp.read().decode(errors="replace")]
-        events = []
-        for raw in resp:
-            line = raw.decode().strip()
-            if line.startswith("data:"):
-                events.append(line[5:].strip())
-        return resp.status, headers, events
+        return resp.status, headers, _sse_data(resp)
 
     def close(self) -> None:
         self.conn.close()
