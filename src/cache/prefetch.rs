@@ -18,6 +18,7 @@
 //! Reads `Arc<RequestContext>`, [`ParsedBody`] and the `x-sentinel-cache` request header;
 //! inserts [`Prefetched`].
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -112,11 +113,53 @@ where
         };
         let answer = inner.call(req);
         Box::pin(async move {
-            match future::select(Box::pin(answer), Box::pin(lookup)).await {
+            let (_in_flight, alone) = InFlight::enter();
+            // The lookup goes first. A lane is one thread, so the command it queues to the
+            // store's connection task leaves only when this request yields, which without a
+            // turn here is when the cache layer begins to wait for the answer: the round trip
+            // would overlap nothing. The lone request on its lane takes that turn now, so the
+            // `GET` is on its way while the shield and admission run. Under concurrency the
+            // lane has other requests to run while this `GET` waits to leave, so the turn
+            // would cost each request one more poll and save the lane nothing.
+            let mut lookup = Box::pin(lookup);
+            if let Poll::Ready(never) = futures_util::poll!(&mut lookup) {
+                match never {}
+            }
+            if alone {
+                tokio::task::yield_now().await;
+            }
+            match future::select(Box::pin(answer), lookup).await {
                 Either::Left((resp, _unfinished_lookup)) => resp,
                 Either::Right((never, _)) => match never {},
             }
         })
+    }
+}
+
+thread_local! {
+    /// Requests of the calling lane between their prefetch and their answer.
+    static IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts a request in [`IN_FLIGHT`] while it lives. A request's future stays on its lane's
+/// thread (lanes are single-threaded runtimes), so it counts down where it counted up.
+struct InFlight;
+
+impl InFlight {
+    /// Counts the calling request in; whether it is its lane's only one.
+    fn enter() -> (Self, bool) {
+        let count = IN_FLIGHT.with(|n| {
+            let count = n.get().saturating_add(1);
+            n.set(count);
+            count
+        });
+        (Self, count == 1)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
 
@@ -139,6 +182,7 @@ impl<S> Prefetch<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -255,6 +299,62 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(miss.status(), http::StatusCode::NOT_FOUND);
+    }
+
+    /// An inner service that answers 200 when a task spawned just before the request ran
+    /// before it was first polled, which happens only if the request gave up its turn after
+    /// starting the lookup, and 204 otherwise.
+    #[derive(Clone)]
+    struct TurnProbe {
+        other_ran: Arc<AtomicBool>,
+    }
+
+    impl Service<Request<Body>> for TurnProbe {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            let other_ran = Arc::clone(&self.other_ran);
+            Box::pin(async move {
+                let status = if other_ran.load(Ordering::SeqCst) {
+                    http::StatusCode::OK
+                } else {
+                    http::StatusCode::NO_CONTENT
+                };
+                Ok(http::Response::builder()
+                    .status(status)
+                    .body(Body::empty())
+                    .unwrap())
+            })
+        }
+    }
+
+    async fn gave_up_its_turn(cache: &Arc<Cache>) -> bool {
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&other_ran);
+        let other = Tasks::new().spawn("other", async move { flag.store(true, Ordering::SeqCst) });
+        let svc = PrefetchLayer::new(Arc::clone(cache)).layer(TurnProbe { other_ran });
+        let resp = svc.oneshot(request("turn")).await.unwrap();
+        other.await.unwrap();
+        resp.status() == http::StatusCode::OK
+    }
+
+    /// The lone request on its lane lets the store's connection task send the lookup before
+    /// the rest of the request runs; one among others on the lane does not pay for the turn.
+    #[tokio::test]
+    async fn only_a_lone_request_gives_up_its_turn_to_send_the_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = cache(&dir).await;
+        assert!(gave_up_its_turn(&cache).await, "alone on the lane");
+        let (another, _) = InFlight::enter();
+        assert!(!gave_up_its_turn(&cache).await, "another request in flight");
+        drop(another);
+        assert!(gave_up_its_turn(&cache).await, "alone again");
     }
 
     #[tokio::test]
