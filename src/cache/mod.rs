@@ -195,6 +195,11 @@ impl Cache {
         }
     }
 
+    /// Whether the store is a server reached over the network (Redis), not the embedded one.
+    pub fn store_is_remote(&self) -> bool {
+        self.store.backend() != "embedded"
+    }
+
     /// The store's answer for `key`, not yet counted: a [`prefetch`] may be thrown away.
     pub async fn fetch(&self, tenant: &str, key: &str) -> Fetched {
         Fetched(self.store.cache_get(tenant, key).await)

@@ -54,12 +54,17 @@ impl Prefetched {
 #[derive(Debug, Clone)]
 pub struct PrefetchLayer {
     cache: Arc<Cache>,
+    /// Whether the store's commands leave through a task of the lane (Redis), which a
+    /// request must yield to before its lookup is sent. The embedded store's thread takes a
+    /// lookup as it is queued.
+    turn: bool,
 }
 
 impl PrefetchLayer {
     /// Prefetches from `cache`.
     pub fn new(cache: Arc<Cache>) -> Self {
-        Self { cache }
+        let turn = cache.store_is_remote();
+        Self { cache, turn }
     }
 }
 
@@ -70,6 +75,7 @@ impl<S> Layer<S> for PrefetchLayer {
         Prefetch {
             inner,
             cache: Arc::clone(&self.cache),
+            turn: self.turn,
         }
     }
 }
@@ -79,6 +85,7 @@ impl<S> Layer<S> for PrefetchLayer {
 pub struct Prefetch<S> {
     inner: S,
     cache: Arc<Cache>,
+    turn: bool,
 }
 
 impl<S> Service<Request<Body>> for Prefetch<S>
@@ -106,22 +113,26 @@ where
             answer: Arc::new(Mutex::new(Some(rx))),
         });
         let cache = Arc::clone(&self.cache);
-        let lookup = async move {
-            // The receiver may be gone (the request was refused or redacted): nothing to do.
-            let _ = tx.send(cache.fetch(&tenant, &key).await);
-            future::pending::<Infallible>().await
-        };
+        let turn = self.turn && crate::lanes::current().is_some();
         let answer = inner.call(req);
         Box::pin(async move {
-            let (_in_flight, alone) = InFlight::enter();
-            // The lookup goes first. A lane is one thread, so the command it queues to the
-            // store's connection task leaves only when this request yields, which without a
-            // turn here is when the cache layer begins to wait for the answer: the round trip
-            // would overlap nothing. The lone request on its lane takes that turn now, so the
-            // `GET` is on its way while the shield and admission run. Under concurrency the
-            // lane has other requests to run while this `GET` waits to leave, so the turn
-            // would cost each request one more poll and save the lane nothing.
-            let mut lookup = Box::pin(lookup);
+            let waiting = turn.then(LookupsWaiting::enter);
+            let alone = waiting.as_ref().is_some_and(|(_, alone)| *alone);
+            let mut lookup = Box::pin(async move {
+                let fetched = cache.fetch(&tenant, &key).await;
+                drop(waiting);
+                // The receiver may be gone (the request was refused or redacted).
+                let _ = tx.send(fetched);
+                future::pending::<Infallible>().await
+            });
+            // The lookup goes first, but on Redis its `GET` only leaves when the connection's
+            // task runs, and a lane is one thread: without a turn here that is when this
+            // request next waits. With a lease (or no limits) that wait is the cache layer's
+            // own, after the shield and admission, and the round trip would overlap nothing.
+            // So a request whose lookup is its lane's only one outstanding yields once, and
+            // the `GET` travels while the shield and admission run. When other lookups are
+            // outstanding the lane is busy with requests at the same stage; there the turn
+            // would only make this request wait behind every ready task, for no gain.
             if let Poll::Ready(never) = futures_util::poll!(&mut lookup) {
                 match never {}
             }
@@ -137,18 +148,18 @@ where
 }
 
 thread_local! {
-    /// Requests of the calling lane between their prefetch and their answer.
-    static IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
+    /// Exact lookups of the calling lane started and not yet answered.
+    static LOOKUPS_WAITING: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Counts a request in [`IN_FLIGHT`] while it lives. A request's future stays on its lane's
-/// thread (lanes are single-threaded runtimes), so it counts down where it counted up.
-struct InFlight;
+/// Counts a lookup in [`LOOKUPS_WAITING`] while it waits. Only lane threads count: a lane is a
+/// single-threaded runtime, so the lookup's future counts down on the thread it counted up on.
+struct LookupsWaiting;
 
-impl InFlight {
-    /// Counts the calling request in; whether it is its lane's only one.
+impl LookupsWaiting {
+    /// Counts the calling request's lookup in; whether it is its lane's only one.
     fn enter() -> (Self, bool) {
-        let count = IN_FLIGHT.with(|n| {
+        let count = LOOKUPS_WAITING.with(|n| {
             let count = n.get().saturating_add(1);
             n.set(count);
             count
@@ -157,9 +168,12 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for LookupsWaiting {
     fn drop(&mut self) {
-        IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+        LOOKUPS_WAITING.with(|n| {
+            debug_assert!(n.get() > 0, "a lookup counted down on another thread");
+            n.set(n.get().saturating_sub(1));
+        });
     }
 }
 
@@ -302,8 +316,8 @@ mod tests {
     }
 
     /// An inner service that answers 200 when a task spawned just before the request ran
-    /// before it was first polled, which happens only if the request gave up its turn after
-    /// starting the lookup, and 204 otherwise.
+    /// before it was first polled, which happens only if the request yielded after starting
+    /// its lookup, and 204 otherwise.
     #[derive(Clone)]
     struct TurnProbe {
         other_ran: Arc<AtomicBool>,
@@ -334,27 +348,69 @@ mod tests {
         }
     }
 
-    async fn gave_up_its_turn(cache: &Arc<Cache>) -> bool {
+    async fn yielded(cache: &Arc<Cache>, tasks: &Tasks) -> bool {
         let other_ran = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&other_ran);
-        let other = Tasks::new().spawn("other", async move { flag.store(true, Ordering::SeqCst) });
+        let other = tasks.spawn("other", async move { flag.store(true, Ordering::SeqCst) });
         let svc = PrefetchLayer::new(Arc::clone(cache)).layer(TurnProbe { other_ran });
         let resp = svc.oneshot(request("turn")).await.unwrap();
         other.await.unwrap();
         resp.status() == http::StatusCode::OK
     }
 
-    /// The lone request on its lane lets the store's connection task send the lookup before
-    /// the rest of the request runs; one among others on the lane does not pay for the turn.
+    /// On a lane with Redis, a request whose lookup is the lane's only one outstanding yields
+    /// once after starting it, so the connection's task sends the `GET` before the rest of
+    /// the request runs; a request parked on its upstream does not count, another outstanding
+    /// lookup does. Off a lane, or on the embedded store (whose thread takes the lookup as it
+    /// is queued), nothing yields.
     #[tokio::test]
-    async fn only_a_lone_request_gives_up_its_turn_to_send_the_lookup() {
+    async fn a_lookup_alone_on_its_lane_yields_once_so_the_get_leaves_at_once() {
+        let tasks = Tasks::new();
+        let server = crate::store::redis::testing::RedisServer::start().await;
+        let redis: Arc<dyn Store> = Arc::new(
+            crate::store::redis::RedisStore::connect(
+                crate::store::redis::RedisTarget::Standalone(server.url()),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
-        let (cache, _) = cache(&dir).await;
-        assert!(gave_up_its_turn(&cache).await, "alone on the lane");
-        let (another, _) = InFlight::enter();
-        assert!(!gave_up_its_turn(&cache).await, "another request in flight");
+        let (embedded, _) = cache(&dir).await;
+        let on_redis = Cache::new(redis, embedded.config.clone(), 0, &tasks, None);
+        assert!(!yielded(&on_redis, &tasks).await, "not a lane thread");
+
+        crate::lanes::enter(0);
+        assert!(yielded(&on_redis, &tasks).await, "alone on the lane");
+        assert!(!yielded(&embedded, &tasks).await, "the embedded store");
+
+        // A request parked after its lookup answered (waiting on its upstream) is no reason
+        // to skip the turn.
+        let lookup_answered = Arc::new(tokio::sync::Notify::new());
+        let answered = Arc::clone(&lookup_answered);
+        let parks = PrefetchLayer::new(Arc::clone(&on_redis)).layer(tower::service_fn(
+            move |req: Request<Body>| {
+                let answered = Arc::clone(&answered);
+                async move {
+                    let p = req.extensions().get::<Prefetched>().cloned().unwrap();
+                    p.take().await;
+                    answered.notify_one();
+                    future::pending::<Result<Response, Infallible>>().await
+                }
+            },
+        ));
+        let held = tasks.spawn("parked", parks.oneshot(request("parked")));
+        lookup_answered.notified().await;
+        assert!(yielded(&on_redis, &tasks).await, "beside a parked request");
+        held.abort();
+
+        let (another, _) = LookupsWaiting::enter();
+        assert!(
+            !yielded(&on_redis, &tasks).await,
+            "another lookup outstanding"
+        );
         drop(another);
-        assert!(gave_up_its_turn(&cache).await, "alone again");
+        assert!(yielded(&on_redis, &tasks).await, "alone again");
     }
 
     #[tokio::test]
