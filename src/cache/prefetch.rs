@@ -256,6 +256,15 @@ mod tests {
         req
     }
 
+    /// An empty answer: 200 when `yes`, else `no`.
+    fn verdict(yes: bool, no: http::StatusCode) -> Response {
+        let status = if yes { http::StatusCode::OK } else { no };
+        http::Response::builder()
+            .status(status)
+            .body(Body::empty())
+            .unwrap()
+    }
+
     /// An inner service that waits for the prefetched answer before answering: it can only
     /// finish if the lookup runs beside it, not after it.
     async fn waits_for_the_lookup(req: Request<Body>) -> Result<Response, Infallible> {
@@ -264,15 +273,7 @@ mod tests {
             Some(p) => p.take().await.as_ref().and_then(Cache::settle).is_some(),
             None => false,
         };
-        let status = if hit {
-            http::StatusCode::OK
-        } else {
-            http::StatusCode::NOT_FOUND
-        };
-        Ok(http::Response::builder()
-            .status(status)
-            .body(Body::empty())
-            .unwrap())
+        Ok(verdict(hit, http::StatusCode::NOT_FOUND))
     }
 
     #[tokio::test]
@@ -315,44 +316,23 @@ mod tests {
         assert_eq!(miss.status(), http::StatusCode::NOT_FOUND);
     }
 
-    /// An inner service that answers 200 when a task spawned just before the request ran
-    /// before it was first polled, which happens only if the request yielded after starting
-    /// its lookup, and 204 otherwise.
-    #[derive(Clone)]
-    struct TurnProbe {
-        other_ran: Arc<AtomicBool>,
-    }
-
-    impl Service<Request<Body>> for TurnProbe {
-        type Response = Response;
-        type Error = Infallible;
-        type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            let other_ran = Arc::clone(&self.other_ran);
-            Box::pin(async move {
-                let status = if other_ran.load(Ordering::SeqCst) {
-                    http::StatusCode::OK
-                } else {
-                    http::StatusCode::NO_CONTENT
-                };
-                Ok(http::Response::builder()
-                    .status(status)
-                    .body(Body::empty())
-                    .unwrap())
-            })
-        }
-    }
-
     async fn yielded(cache: &Arc<Cache>, tasks: &Tasks) -> bool {
         let other_ran = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&other_ran);
         let other = tasks.spawn("other", async move { flag.store(true, Ordering::SeqCst) });
-        let svc = PrefetchLayer::new(Arc::clone(cache)).layer(TurnProbe { other_ran });
+        // The inner service answers 200 when that task ran before it was first polled,
+        // which happens only if the request yielded after starting its lookup.
+        let svc = PrefetchLayer::new(Arc::clone(cache)).layer(tower::service_fn(
+            move |_: Request<Body>| {
+                let other_ran = Arc::clone(&other_ran);
+                async move {
+                    Ok::<_, Infallible>(verdict(
+                        other_ran.load(Ordering::SeqCst),
+                        http::StatusCode::NO_CONTENT,
+                    ))
+                }
+            },
+        ));
         let resp = svc.oneshot(request("turn")).await.unwrap();
         other.await.unwrap();
         resp.status() == http::StatusCode::OK
@@ -419,17 +399,10 @@ mod tests {
         let (cache, _) = cache(&dir).await;
         let svc =
             PrefetchLayer::new(cache).layer(tower::service_fn(|req: Request<Body>| async move {
-                let status = if req.extensions().get::<Prefetched>().is_some() {
-                    http::StatusCode::OK
-                } else {
-                    http::StatusCode::NO_CONTENT
-                };
-                Ok::<_, Infallible>(
-                    http::Response::builder()
-                        .status(status)
-                        .body(Body::empty())
-                        .unwrap(),
-                )
+                Ok::<_, Infallible>(verdict(
+                    req.extensions().get::<Prefetched>().is_some(),
+                    http::StatusCode::NO_CONTENT,
+                ))
             }));
         let mut bypass = request("bypassed");
         bypass
